@@ -1,0 +1,3 @@
+from refacex.cli import main
+
+main()

