@@ -17,6 +17,7 @@ from refacex.faces import Face, FaceAnalyzer
 from refacex.faces.recognizers import fingerprint
 from refacex.io.images import read_image, write_bytes_atomic, write_image
 from refacex.models import SAMPLES, resolve
+from refacex.models.registry import DEMO_SAMPLES
 
 
 def annotate(img: np.ndarray, faces: list[Face]) -> np.ndarray:
@@ -44,7 +45,8 @@ def run_analysis_demo(out_dir: Path, log=print) -> dict:
     analyzer = FaceAnalyzer()
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {}
-    for name, asset in SAMPLES.items():
+    for name in DEMO_SAMPLES:
+        asset = SAMPLES[name]
         img = read_image(resolve(name))
         faces = analyzer.analyze(img, recognizers=("sface", "dlib"))
         write_image(out_dir / f"{Path(asset.filename).stem}_faces.png", annotate(img, faces))

@@ -193,3 +193,6 @@ SAMPLES: dict[str, Asset] = {
         ),
     ]
 }
+
+#: The photos the demo and the tests run on.
+DEMO_SAMPLES = ("t1", "tom_hanks", "astronaut")

@@ -1,0 +1,32 @@
+"""Anonymisation methods behind one interface (``Anonymizer.apply(img, ctx)``).
+
+``get_method(name)`` is the router; the CLI's ``--method`` takes these names.
+"""
+
+from __future__ import annotations
+
+from refacex.anonymize.base import CROP_PADDING, CROP_SIZE, Anonymizer, FaceContext
+from refacex.anonymize.baselines import BlurAnonymizer, MaskAnonymizer, PixelateAnonymizer
+
+
+def _swap(strength: float = 1.0) -> Anonymizer:
+    from refacex.anonymize.swap import SwapAnonymizer
+
+    return SwapAnonymizer(strength=strength)
+
+
+METHODS = {
+    "blur": BlurAnonymizer,
+    "pixelate": PixelateAnonymizer,
+    "mask": lambda strength=1.0: MaskAnonymizer(),
+    "swap": _swap,
+}
+
+
+def get_method(name: str, strength: float = 1.0) -> Anonymizer:
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    return METHODS[name](strength=strength)
+
+
+__all__ = ["CROP_PADDING", "CROP_SIZE", "METHODS", "Anonymizer", "FaceContext", "get_method"]
