@@ -242,7 +242,7 @@ def test_every_byte_flip_is_classified(
     key = {"passphrase": b"pw"} if "passphrase" in mode else {"private_key": k1}
     assert fmt.inspect_payload(blob)["mode"] == mode
     header = _layout(mode, n)
-    expected: list[type[Exception]] = [N, N, N, T, T]  # magic x3, version (minor 0->1), tier
+    expected: list[type[Exception]] = [N, N, N, T, T, T]  # magic x3, version, tier, faces
     expected += [exc for _, exc in header]
     body = len(blob) - len(expected)
     assert body > crypto.TAG_LEN
@@ -418,7 +418,7 @@ def test_passphrase_file(tmp_path: Path) -> None:
 
 
 def _envelope(major: int = fmt.FORMAT_MAJOR, minor: int = fmt.FORMAT_MINOR, tier: int = 1):
-    return fmt.MAGIC + bytes([(major << 4) | minor, tier])
+    return fmt.MAGIC + bytes([(major << 4) | minor, tier, 1])
 
 
 def test_unknown_tlv_tags_are_skipped(k1: X25519PrivateKey) -> None:
@@ -474,12 +474,14 @@ def test_malformed_authenticated_plaintext_is_payload_error(k1: X25519PrivateKey
         assert not isinstance(ei.value, TamperedPayloadError | WrongKeyError)
 
 
-def test_inspect_needs_no_key_and_hides_faces(k1: X25519PrivateKey) -> None:
+def test_inspect_needs_no_key_and_shows_no_face_data(k1: X25519PrivateKey) -> None:
     blob = fmt.encode_payload(_payload("vault"), passphrase=b"pw")
     info = fmt.inspect_payload(blob)
     assert info["version"] == "1.0" and info["tier"] == "vault" and info["mode"] == "passphrase"
     assert info["recipients"] == 0 and info["scrypt"] == CHEAP.as_dict()
-    assert not any("face" in k for k in info)
+    # The face count is visible (clear, authenticated); no face data is.
+    assert info["faces"] == len(_payload("vault").faces)
+    assert not any(isinstance(v, bytes) for v in info.values())
     assert info["total_bytes"] == len(blob)
 
 
@@ -516,7 +518,7 @@ def test_crypto_overhead_matches_documented_numbers(k1: X25519PrivateKey) -> Non
         compact = mode.startswith("compact")
         blob = _seal_case(mode, n, k1, k2)
         plaintext = fmt.encode_plaintext(p, compact=compact)
-        assert len(blob) - len(plaintext) == fmt.ENVELOPE_LEN + number == 5 + number
+        assert len(blob) - len(plaintext) == fmt.ENVELOPE_LEN + number == 6 + number
 
 
 def test_robust_face_fixed_overhead() -> None:

@@ -37,7 +37,7 @@ from refacex.payload import crypto
 MAGIC = b"RFX"
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
-ENVELOPE_LEN = len(MAGIC) + 2
+ENVELOPE_LEN = len(MAGIC) + 3  # magic, version, tier, face count
 
 TIERS: dict[str, int] = {"vault": 1, "robust": 2}
 _TIER_NAMES = {v: k for k, v in TIERS.items()}
@@ -470,7 +470,10 @@ def encode_payload(
         raise ValueError(f"tier must be one of {sorted(TIERS)}, got {payload.tier!r}")
     if compact is None:
         compact = payload.tier == "robust"
-    envelope = MAGIC + bytes([(FORMAT_MAJOR << 4) | FORMAT_MINOR, TIERS[payload.tier]])
+    # The face count is in the clear (authenticated) so `refacex inspect` can show it
+    # without a key; the faces are visible in the anonymised image anyway.
+    envelope = MAGIC + bytes([(FORMAT_MAJOR << 4) | FORMAT_MINOR, TIERS[payload.tier],
+                              min(len(payload.faces), 255)])
     plaintext = encode_plaintext(payload, compact=compact)
     sealed = crypto.seal(
         plaintext, recipients=recipients, passphrase=passphrase, aad=envelope, compact=compact
@@ -506,7 +509,7 @@ def decode_payload(
 
 
 def inspect_payload(blob: bytes) -> dict[str, Any]:
-    """What anyone can read without a key: never face data, nor the face count.
+    """What anyone can read without a key: never face data (the face count is visible).
 
     Returns format version, tier, encryption mode, recipient count and key ids (or KDF
     cost), and sizes. A newer major version is reported (``supported: False``) rather than
@@ -526,6 +529,7 @@ def inspect_payload(blob: bytes) -> dict[str, Any]:
         "version": f"{env.major}.{env.minor}",
         "supported": True,
         "tier": env.tier or f"unknown-{env.tier_id}",
+        "faces": bytes(blob)[len(MAGIC) + 2],
         **info,
         "total_bytes": len(blob),
     }
