@@ -5,3 +5,9 @@ The public Python API is re-exported here as the pipeline grows; the CLI
 """
 
 __version__ = "0.1.0"
+
+# Both names are subpackages whose modules are callable (see anonymize/__init__.py):
+# refacex.anonymize(image, key) and refacex.recover(image, key) are the Python API.
+from refacex import anonymize, recover  # noqa: E402
+
+__all__ = ["__version__", "anonymize", "recover"]

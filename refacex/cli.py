@@ -6,6 +6,7 @@ process exits non-zero; tracebacks are only for bugs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -111,14 +112,262 @@ def detect(
         raise typer.Exit(2)
 
 
+def _passphrase_from(file: Path | None, env: str) -> bytes | None:
+    import os
+
+    from refacex.payload.keys import read_passphrase_file
+
+    if file is not None:
+        return read_passphrase_file(file)
+    value = os.environ.get(env)
+    return value.encode() if value else None
+
+
+def _output_path(outdir: Path, rel: Path, fmt: str | None) -> Path:
+    suffix = f".{fmt}" if fmt else rel.suffix.lower()
+    if suffix not in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"):
+        suffix = ".png"
+    return (outdir / rel).with_suffix(suffix)
+
+
+def _check_outdir(outdir: Path) -> None:
+    import os
+
+    from refacex.errors import OutputError
+
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{outdir}: cannot create output folder ({exc.strerror})") from None
+    if not os.access(outdir, os.W_OK | os.X_OK):
+        raise OutputError(f"{outdir}: output folder is not writable")
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for refacex.pub/.key.")],
+    no_passphrase: Annotated[bool, typer.Option(
+        "--no-passphrase", help="Store the private key unencrypted.")] = False,
+    passphrase_file: Annotated[Path | None, typer.Option(
+        help="File holding the passphrase that protects the private key "
+             "(else $REFACEX_KEY_PASSPHRASE, else a prompt).")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing key pair.")] = False,
+) -> None:
+    """Create an X25519 key pair: refacex.pub anonymises, refacex.key recovers."""
+    from refacex.payload.keys import generate_keypair
+
+    pw = None
+    if not no_passphrase:
+        pw = _passphrase_from(passphrase_file, "REFACEX_KEY_PASSPHRASE")
+        if pw is None:
+            if not sys.stdin.isatty():
+                raise typer.BadParameter("give --passphrase-file, set REFACEX_KEY_PASSPHRASE "
+                                         "or use --no-passphrase")
+            pw = typer.prompt("passphrase for the private key", hide_input=True,
+                              confirmation_prompt=True).encode()
+    pub, key = generate_keypair(out, pw, overwrite=force)
+    typer.echo(f"public key:  {pub}  (give this to whoever anonymises)")
+    typer.echo(f"private key: {key}  (keep it secret: it de-anonymises)")
+
+
+@app.command()
+def anonymize(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders (recursive).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    method: Annotated[str, typer.Option(help="swap | blur | pixelate | mask")] = "swap",
+    strength: Annotated[float, typer.Option(min=0.0, max=1.0,
+                                            help="0 = original, 1 = full donor.")] = 1.0,
+    recipient: Annotated[list[Path] | None, typer.Option(
+        help="Public key (refacex.pub) allowed to recover; repeatable.")] = None,
+    passphrase_file: Annotated[Path | None, typer.Option(
+        help="Seal with a passphrase from this file instead of public keys.")] = None,
+    tiers: Annotated[str, typer.Option(help="Payload tiers: vault,robust (or one).")]
+        = "vault,robust",
+    fmt: Annotated[str | None, typer.Option("--format", help="jpg | png (default: input's)")]
+        = None,
+    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
+    fallback: Annotated[str | None, typer.Option(
+        help="'blur' uncertain detections (below the confidence threshold).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    """Anonymise faces and embed the encrypted recovery payload."""
+    from tqdm import tqdm
+
+    from refacex.io.images import iter_images, read_image
+    from refacex.payload.keyring import SealKeys
+    from refacex.payload.keys import load_public_key
+    from refacex.pipeline import anonymize as run
+    from refacex.pipeline import save
+
+    tier_list = tuple(t.strip() for t in tiers.split(",") if t.strip())
+    if bool(recipient) == (passphrase_file is not None):
+        raise typer.BadParameter("give --recipient PUB (one or more) or --passphrase-file")
+    if fallback not in (None, "blur"):
+        raise typer.BadParameter("--fallback takes 'blur'")
+    if recipient:
+        keys = SealKeys(recipients=[load_public_key(p) for p in recipient])
+    else:
+        keys = SealKeys(passphrase=_passphrase_from(passphrase_file, "REFACEX_PASSPHRASE"))
+    _check_outdir(out)
+    files = list(iter_images(list(inputs)))
+    if not files:
+        raise typer.BadParameter("no input images found")
+    report, totals, failed = {}, {"images": 0, "faces": 0, "anonymized": 0, "fallback": 0,
+                                  "uncertain": 0, "failed": 0}, 0
+    for path, rel in tqdm(files, desc="anonymize", unit="img", disable=as_json or len(files) < 2):
+        dest = _output_path(out, rel, fmt)
+        try:
+            if dest.resolve() == path.resolve():
+                raise RefacexError(f"{dest}: refusing to overwrite the input")
+            img = read_image(path)
+            res = run(img, keys, method=method, strength=strength, tiers=tier_list,
+                      fallback=fallback)
+            written = save(res, dest, quality)
+        except RefacexError as exc:
+            _err(str(exc))
+            report[str(path)] = {"error": str(exc)}
+            failed += 1
+            continue
+        s = res.summary
+        totals["images"] += 1
+        for k in ("faces", "anonymized", "fallback", "uncertain"):
+            totals[k] += s[k]
+        report[str(path)] = {"output": [str(p) for p in written], **s,
+                             "robust_bytes": res.robust_bytes, "robust_faces": res.robust_faces,
+                             "faces_detail": [vars(f) for f in res.faces]}
+        if not as_json:
+            msg = (f"{path} -> {dest}: {s['anonymized']}/{s['faces']} face(s) anonymised")
+            if s["uncertain"]:
+                msg += f", {s['uncertain']} UNCERTAIN detection(s) left as is (--fallback blur)"
+            if "robust" in tier_list:
+                msg += f"; robust tier {res.robust_faces} face(s), {res.robust_bytes} B"
+            tqdm.write(msg)
+    totals["failed"] = failed
+    if as_json:
+        typer.echo(json.dumps({"files": report, "summary": totals}, indent=2))
+    else:
+        typer.echo(f"summary: {totals['images']} image(s), {totals['faces']} face(s) found, "
+                   f"{totals['anonymized']} anonymised, {totals['fallback']} blurred (fallback), "
+                   f"{totals['uncertain']} uncertain, {failed} failed")
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def recover(
+    inputs: Annotated[list[Path], typer.Argument(help="Anonymised images or folders.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    key: Annotated[Path | None, typer.Option(help="Private key file (refacex.key).")] = None,
+    key_passphrase_file: Annotated[Path | None, typer.Option(
+        help="Passphrase of the private key (else $REFACEX_KEY_PASSPHRASE).")] = None,
+    passphrase_file: Annotated[Path | None, typer.Option(
+        help="Passphrase the images were sealed with.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    """Restore originals: exactly from the vault, else closely from the robust tier."""
+    from tqdm import tqdm
+
+    from refacex.io.images import iter_images, write_image
+    from refacex.payload.keyring import OpenKeys
+    from refacex.payload.keys import load_private_key
+    from refacex.recover import recover as run
+
+    if (key is None) == (passphrase_file is None):
+        raise typer.BadParameter("give --key KEYFILE or --passphrase-file F")
+    if key is not None:
+        keys = OpenKeys(private_key=load_private_key(
+            key, _passphrase_from(key_passphrase_file, "REFACEX_KEY_PASSPHRASE")))
+    else:
+        keys = OpenKeys(passphrase=_passphrase_from(passphrase_file, "REFACEX_PASSPHRASE"))
+    _check_outdir(out)
+    report, failed = {}, 0
+    files = [(p, r) for p, r in iter_images(list(inputs))]
+    for path, rel in tqdm(files, desc="recover", unit="img", disable=as_json or len(files) < 2):
+        dest = _output_path(out, rel, "png")
+        try:
+            if dest.resolve() == path.resolve():
+                raise RefacexError(f"{dest}: refusing to overwrite the input")
+            if not path.is_file():
+                raise RefacexError(f"{path}: no such file")
+            res = run(path, keys)
+            write_image(dest, res.image)
+        except RefacexError as exc:
+            _err(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
+            report[str(path)] = {"error": str(exc)}
+            failed += 1
+            continue
+        report[str(path)] = {"output": str(dest), "tier": res.tier, "faces": res.faces,
+                             "notes": res.notes}
+        if not as_json:
+            per_face = ", ".join(f"#{f['index']}:{f['tier']}" for f in res.faces)
+            tqdm.write(f"{path} -> {dest}: {len(res.faces)} face(s) from {res.tier} [{per_face}]")
+            for n in res.notes:
+                tqdm.write(f"  note: {n}")
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def inspect(
+    inputs: Annotated[list[Path], typer.Argument(help="Images to inspect (no key needed).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show whether an image carries a payload, which tiers, version, faces, recipients."""
+    from refacex.io.images import decode_image, iter_images
+    from refacex.payload.format import inspect_payload
+    from refacex.stego import robust, vault
+
+    report, failed = {}, 0
+    for path, _rel in iter_images(list(inputs)):
+        try:
+            if not path.is_file():
+                raise RefacexError(f"{path}: no such file")
+            data = path.read_bytes()
+            img = decode_image(data, name=str(path))
+            info: dict = {"tiers": {}}
+            try:
+                blob = vault.extract(data) or vault.read_sidecar(path)
+                if blob is not None:
+                    info["tiers"]["vault"] = inspect_payload(blob)
+            except RefacexError as exc:
+                info["tiers"]["vault"] = {"error": str(exc)}
+            with contextlib.suppress(RefacexError):  # no robust payload: nothing to show
+                info["tiers"]["robust"] = inspect_payload(robust.extract(img))
+            info["payload"] = bool(info["tiers"])
+        except RefacexError as exc:
+            _err(str(exc))
+            report[str(path)] = {"error": str(exc)}
+            failed += 1
+            continue
+        report[str(path)] = info
+        if not as_json:
+            if not info["payload"]:
+                typer.echo(f"{path}: no refacex payload")
+            for tier, t in info["tiers"].items():
+                if "error" in t:
+                    typer.echo(f"{path}: {tier}: damaged ({t['error']})")
+                    continue
+                typer.echo(f"{path}: {tier}: format {t['version']}, {t['faces']} face(s), "
+                           f"mode {t['mode']}, {t.get('recipients', 0)} recipient(s), "
+                           f"{t['total_bytes']} B")
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+    if failed:
+        raise typer.Exit(2)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("demo-out"),
+    method: Annotated[str, typer.Option(help="Anonymisation method.")] = "swap",
 ) -> None:
-    """Run the main job on the bundled sample photos and write the results to OUT."""
-    from refacex.demo import run_analysis_demo
+    """Run the main job on the bundled sample photos and write the results to OUT:
+    key pair, anonymised images, recovered images, and a summary table."""
+    from refacex.demo import run_demo
 
-    run_analysis_demo(out, log=typer.echo)
+    run_demo(out, method=method, log=typer.echo)
     typer.echo(f"results in {out}/")
 
 

@@ -99,3 +99,13 @@ class YuNetDetector:
             faces += self._run(img, 1.0)
         faces = _nms(faces)
         return sorted(faces, key=lambda f: (float(f.box[0]), float(f.box[1])))
+
+
+_shared: dict[float, YuNetDetector] = {}
+
+
+def _detector(score_threshold: float = 0.6) -> YuNetDetector:
+    """A shared detector per threshold (for checks inside other stages)."""
+    if score_threshold not in _shared:
+        _shared[score_threshold] = YuNetDetector(score_threshold=score_threshold)
+    return _shared[score_threshold]

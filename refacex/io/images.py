@@ -102,8 +102,18 @@ def encode_image(img: np.ndarray, suffix: str, quality: int = 95) -> bytes:
     return buf.tobytes()
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + rename: readers never see a partial file."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o666) -> None:
+    """Write ``data`` to ``path`` via a temp file + rename: readers never see a partial file.
+
+    ``mkstemp`` creates 0600 files; the final file gets ``mode`` minus the umask like any
+    ordinarily created file (key files pass 0o600).
+    """
     p = Path(path)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +125,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, mode & ~_umask())
         os.replace(tmp, p)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

@@ -47,6 +47,7 @@ TAG_METHOD = 1
 TAG_IMAGE_SIZE = 2
 TAG_FACE = 3
 TAG_EXTRA = 4
+TAG_FACE_COMPACT = 5  # robust tier: no rect, no mask, data runs to the record's end
 
 # Face sub-record tags (after the fixed part of a FACE record).
 FTAG_AFFINE_F64 = 1
@@ -288,6 +289,32 @@ def _encode_face(face: FaceRecord, compact: bool) -> bytes:
     return bytes(buf)
 
 
+def _encode_face_compact(face: FaceRecord) -> bytes | None:
+    """7 bytes smaller than ``_encode_face`` for what the robust tier stores (no rect, no
+    mask, similarity geometry): every byte here is a byte of face code lost."""
+    if tuple(int(v) for v in face.rect) != (0, 0, 0, 0) or face.mask is not None:
+        return None
+    tag, geom = _encode_affine(_check_affine(face.affine), int(face.crop_size), True)
+    if tag != FTAG_AFFINE_SIM_Q8:
+        return None
+    buf = bytearray()
+    for v in (int(face.index), int(face.crop_size), CODECS[face.codec]):
+        put_uvarint(buf, v)
+    return bytes(buf) + geom + bytes(face.data)
+
+
+def _decode_face_compact(value: bytes) -> FaceRecord:
+    cur = _Cursor(value)
+    index, crop_size, codec_id = (cur.uvarint() for _ in range(3))
+    q = [cur.svarint() for _ in range(4)]
+    if crop_size <= 0:
+        raise _Malformed("face crop size is zero")
+    names = {v: k for k, v in CODECS.items()}
+    return FaceRecord(index=index, affine=_sim_decode(q, crop_size), crop_size=crop_size,
+                      rect=(0, 0, 0, 0), codec=names.get(codec_id, f"unknown-{codec_id}"),
+                      data=value[cur.pos:])
+
+
 def _decode_face(value: bytes) -> FaceRecord:
     cur = _Cursor(value)
     index, crop_size, x, y, w, h, codec_id = (cur.uvarint() for _ in range(7))
@@ -373,7 +400,11 @@ def encode_plaintext(payload: Payload, *, compact: bool) -> bytes:
     put_uvarint(size, h)
     put_record(out, TAG_IMAGE_SIZE, bytes(size))
     for face in payload.faces:
-        put_record(out, TAG_FACE, _encode_face(face, compact))
+        small = _encode_face_compact(face) if compact else None
+        if small is not None:
+            put_record(out, TAG_FACE_COMPACT, small)
+        else:
+            put_record(out, TAG_FACE, _encode_face(face, compact))
     for name, value in payload.extra.items():
         put_record(out, TAG_EXTRA, _encode_extra(name, value))
     return bytes(out)
@@ -396,6 +427,8 @@ def decode_plaintext(plaintext: bytes, tier: str) -> Payload:
                 image_size = (c.uvarint(), c.uvarint())
             elif tag == TAG_FACE:
                 faces.append(_decode_face(value))
+            elif tag == TAG_FACE_COMPACT:
+                faces.append(_decode_face_compact(value))
             elif tag == TAG_EXTRA:
                 item = _decode_extra(value)
                 if item is not None:

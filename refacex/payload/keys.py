@@ -207,9 +207,10 @@ def generate_keypair(
         priv_body = head + ChaCha20Poly1305(key).encrypt(nonce, priv_raw, _KEYFILE_AD + head)
         protection = "scrypt + chacha20-poly1305"
 
-    # write_bytes_atomic creates its temp file with mode 0600 (mkstemp), so the private key
-    # is never readable by others, not even for a moment; chmod again to be explicit.
-    write_bytes_atomic(key_path, _armour(_PRIV_LABEL, kid, priv_body, {"Protection": protection}))
+    # The temp file is created 0600 (mkstemp) and stays so: the private key is never
+    # readable by others, not even for a moment; chmod again to be explicit.
+    write_bytes_atomic(key_path, _armour(_PRIV_LABEL, kid, priv_body, {"Protection": protection}),
+                       mode=0o600)
     os.chmod(key_path, 0o600)
     write_bytes_atomic(pub_path, _armour(_PUB_LABEL, kid, pub_body, {}))
     os.chmod(pub_path, 0o644)

@@ -1,0 +1,407 @@
+"""``swap``: replace a face's identity with a keyed donor template (no neural network).
+
+Why this design: the donors are shape-normalised means of >= 30 training people
+(``donors.py``), so the result is a plausible face that belongs to nobody. Everything
+that is *not* identity is kept from the original:
+
+* pose and expression — the donor texture is warped (piecewise affine over the 68
+  points + crop-border points) onto the face's OWN landmarks, so head pose, jaw, lips
+  and brows move as in the photo;
+* gaze, blinks, teeth — the eye openings and the mouth interior keep the original
+  pixels (``part_mask``, feathered). By default only the eyelid opening itself is kept
+  (``eye_dilate=0``): a dilated eye region (lids, lashes) measurably raised the
+  recognisers' similarity, so it was reduced;
+* colour and lighting — Lab mean/std matching inside the face mask, then a second
+  order spherical-harmonic shading transfer (``refacex.audit.lighting``) so a side-lit
+  face stays side-lit.
+
+``strength`` s in [0, 1] scales the shape change and blends the texture
+``(1 - s) * original + s * donor``. The shape change is pose-safe: the donor group's
+deviation from the population mean shape (rotated/scaled into the face) is added, and
+the face's own left-right-symmetric deviation (widths; heights at ``sym_y``) is
+removed, faded out with |yaw| because foreshortening is symmetric too. Moving towards
+the donor's raw (frontal) landmarks instead was tried and turned faces by up to 20°.
+All work happens in the 256 px canonical crop; only ``ctx.rect`` of the image is written.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import cv2
+import numpy as np
+
+from refacex.anonymize.base import CROP_SIZE, Anonymizer, FaceContext
+from refacex.anonymize.donors import DonorBank, border_points, load_bank, piecewise_affine
+from refacex.audit.lighting import face_normals, fit_sh_lighting, transfer_shading
+from refacex.faces.align import paste_back, similarity_transform, transform_points
+from refacex.faces.masks import face_mask, part_mask
+from refacex.faces.pose import estimate_pose
+from refacex.faces.recognizers import get_recognizer
+
+#: Resolution of the lighting fit: shading is low-frequency, 64 px is plenty and ~16x
+#: cheaper than fitting at 256.
+_SH_SIZE = 64
+#: Clamp of the linear-light shading gain: beyond this the fit is explaining albedo or
+#: occluders, not light.
+_GAIN_MIN, _GAIN_MAX = 0.6, 1.6
+#: |yaw| (degrees) at which the removal of the face's own symmetric shape reaches 0.
+_YAW_FADE = 25.0
+#: Left-right mirror permutation of the iBUG 68 points.
+_MIRROR = np.array(
+    list(range(16, -1, -1)) + list(range(26, 21, -1)) + list(range(21, 16, -1))
+    + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]
+    + [64, 63, 62, 61, 60, 67, 66, 65])
+
+
+def _lab_stats(lab: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    px = lab[sel]
+    return px.mean(0), px.std(0) + 1e-3
+
+
+class SwapAnonymizer(Anonymizer):
+    """Keyed donor-template swap that keeps pose, expression, gaze, colour and lighting.
+
+    ``shape_alpha`` (how far the shape moves to the donor's at strength 1) is modest so
+    the face outline stays consistent with hair, ears and neck, which are not replaced.
+    ``eye_dilate`` is the dilation (crop px) of the kept eye/mouth-interior region;
+    0 keeps only the eyelid opening (iris, pupil, sclera) — less identity leaks.
+    ``eye_keep`` < 1 blends the donor's eyes in too (0: donor eyes, gaze lost).
+    ``own_beta`` / ``sym_y``: how much of the face's own symmetric shape is removed.
+    ``forehead``: height of the replaced forehead band (x brow-to-nose distance).
+    """
+
+    name = "swap"
+    replaces_identity = True
+    #: Stronger settings tried, in order, when no donor alone gets below the target.
+    ESCALATION = ({"eye_keep": 0.5, "shape_alpha": 1.3},
+                  {"eye_keep": 0.0, "shape_alpha": 1.6},
+                  {"eye_keep": 0.0, "shape_alpha": 2.0, "sym_y": 0.5, "own_beta": 1.5})
+
+    def __init__(self, strength: float = 1.0, shape_alpha: float = 1.0, eye_dilate: int = 0,
+                 shading: bool = True, forehead: float = 0.9, own_beta: float = 1.0,
+                 sym_y: float = 0.0, eye_keep: float = 1.0,
+                 bank: DonorBank | None = None, verify: bool = True,
+                 verify_margin: float = 0.08, max_tries: int = 10,
+                 verify_dlib: bool = True, verify_margin_dlib: float = 0.05,
+                 max_pose_error: float = 4.0) -> None:
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        self.strength = float(strength)
+        self.shape_alpha = float(shape_alpha)
+        self.eye_dilate = int(eye_dilate)
+        self.shading = shading
+        self.forehead = float(forehead)
+        self.own_beta = float(own_beta)
+        self.sym_y = float(sym_y)
+        self.eye_keep = float(eye_keep)
+        self._bank = bank
+        self.verify = verify
+        self.verify_margin = float(verify_margin)
+        self.max_tries = int(max_tries)
+        self.verify_dlib = verify_dlib
+        self.verify_margin_dlib = float(verify_margin_dlib)
+        self.max_pose_error = float(max_pose_error)
+        self._lm68 = None
+
+    @property
+    def bank(self) -> DonorBank:
+        if self._bank is None:
+            self._bank = load_bank()
+        return self._bank
+
+    # ------------------------------------------------------------------ steps
+    def _embedding(self, img: np.ndarray, ctx: FaceContext) -> np.ndarray:
+        """The face's SFace embedding (computed once; the pipeline usually has it)."""
+        emb = ctx.face.embeddings.get("sface")
+        if emb is None:
+            emb = get_recognizer("sface").embed(img, ctx.face)
+            ctx.face.embeddings["sface"] = emb
+        return emb
+
+    def donor_order(self, crop: np.ndarray, lm: np.ndarray, ctx: FaceContext,
+                    img: np.ndarray) -> list[int]:
+        """Keyed donor order for this face (HMAC of the key and its identity bucket)."""
+        desc, lab = self.bank.describe(crop, lm)
+        return self.bank.keyed_order(desc, lab, ctx.donor_key, self._embedding(img, ctx))
+
+    def _match_colour(self, donor: np.ndarray, orig: np.ndarray, sel: np.ndarray) -> np.ndarray:
+        """Lab mean/std transfer inside the face (std ratio clamped: a bearded or
+        harshly lit face must not turn the donor into a high-contrast caricature)."""
+        dl = cv2.cvtColor(donor, cv2.COLOR_BGR2LAB).astype(np.float32)
+        ol = cv2.cvtColor(orig, cv2.COLOR_BGR2LAB).astype(np.float32)
+        mu_d, sd_d = _lab_stats(dl, sel)
+        mu_o, sd_o = _lab_stats(ol, sel)
+        ratio = np.clip(sd_o / sd_d, 0.6, 1.6)
+        out = (dl - mu_d) * ratio + mu_o
+        return cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+    def _shade(self, donor: np.ndarray, orig: np.ndarray, lm: np.ndarray,
+               sel: np.ndarray) -> np.ndarray:
+        """Move the donor's (frontal, averaged-out) shading to the original's SH lighting.
+
+        The gain map is computed at 64 px by re-shading a constant linear image with
+        ``transfer_shading`` and applied at 256 px in sRGB (gain ** (1 / 2.2))."""
+        n = _SH_SIZE
+        f = n / donor.shape[0]
+        small_sel = cv2.resize(sel.astype(np.uint8), (n, n), interpolation=cv2.INTER_NEAREST) > 0
+        normals = face_normals((n, n), lm * f)
+        ds = cv2.resize(donor, (n, n), interpolation=cv2.INTER_AREA)
+        os_ = cv2.resize(orig, (n, n), interpolation=cv2.INTER_AREA)
+        try:
+            c_d = fit_sh_lighting(ds, normals, small_sel).coeffs
+            c_o = fit_sh_lighting(os_, normals, small_sel).coeffs
+        except ValueError:
+            return donor  # too few pixels (tiny or heavily occluded face): skip shading
+        # Only the order <= 1 terms (ambient + one directional light) are transferred:
+        # with the ellipsoid normals the 2nd-order terms mostly fit albedo (brows, beard,
+        # lips) rather than light, and their ratio swings the gain wildly.
+        c_d[4:] = 0.0
+        c_o[4:] = 0.0
+        weight = cv2.GaussianBlur(small_sel.astype(np.float32), (0, 0), 2.0)
+        gain = transfer_shading(np.ones((n, n, 3)), c_d, c_o, normals, weight, max_gain=2.0)
+        gain = cv2.resize(gain.astype(np.float32), donor.shape[1::-1],
+                          interpolation=cv2.INTER_LINEAR)
+        gain = np.power(np.clip(gain, _GAIN_MIN, _GAIN_MAX), 1.0 / 2.2)
+        return np.clip(donor.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
+
+    # ------------------------------------------------------------------ main
+    def render(self, img: np.ndarray, ctx: FaceContext, k: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray, int]:
+        """(new crop, paste alpha, donor index) in canonical-crop space."""
+        size = CROP_SIZE
+        bank = self.bank
+        m = np.asarray(ctx.matrix, np.float64)
+        crop = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT_101)
+        lm = transform_points(m, ctx.face.landmarks).astype(np.float32)
+        if k is None:
+            k = self.donor_order(crop, lm, ctx, img)[0]
+        s = self.strength
+        border = border_points(size)
+        d_lm = bank.landmarks[k]
+        # Shape change = the donor group's deviation from the mean of all groups (both
+        # frontal), rotated/scaled into this face. Moving towards the donor's raw shape
+        # instead would also pull the pose towards frontal (a turned face would turn).
+        mean_lm = bank.mean_shape
+        to_face = similarity_transform(mean_lm, lm)
+        lin = to_face[:, :2]
+        # The face's own identity shape: its left-right SYMMETRIC deviation from the mean
+        # (face/eye/nose/mouth widths, heights). Yaw and roll mostly show up as the
+        # antisymmetric part and are kept; ``sym_y`` < 1 spares vertical proportions,
+        # which pitch also changes.
+        al = transform_points(similarity_transform(lm, mean_lm), lm)
+        dev = al - mean_lm
+        mir = dev[_MIRROR] * np.array([-1.0, 1.0])
+        sym = 0.5 * (dev + mir) * np.array([1.0, self.sym_y])
+        # Foreshortening of a turned face is symmetric too: fade the removal out with
+        # |yaw| so the pose is not "un-turned" (texture alone carries turned faces).
+        pose = ctx.face.pose or estimate_pose(ctx.face.landmarks, img.shape[:2])
+        fade = float(np.clip(1.0 - abs(pose.yaw) / _YAW_FADE, 0.0, 1.0))
+        beta = self.own_beta * fade
+        # Frontal templates' shape offsets do not transfer to near-profile faces (they
+        # read as a change of pitch): fade them out past 45 degrees of yaw too.
+        alpha_shape = self.shape_alpha * float(np.clip((75.0 - abs(pose.yaw)) / 30.0, 0.0, 1.0))
+        delta = alpha_shape * (d_lm - mean_lm) - beta * sym
+        target = (lm + s * delta @ lin.T).astype(np.float32)
+        dst = np.vstack([target, border])
+        moved = s > 0 and float(np.abs(target - lm).max()) > 0.05
+        orig = (piecewise_affine(crop, np.vstack([lm, border]), dst, bank.triangles, size)
+                if moved else crop)
+        fmask = face_mask((size, size), target, forehead=self.forehead)
+        parts = part_mask((size, size), target, dilate=self.eye_dilate)
+        if self.eye_keep < 1.0:
+            eyes = np.zeros_like(parts)
+            for sl in (slice(36, 42), slice(42, 48)):
+                cv2.fillPoly(eyes, [np.round(target[sl]).astype(np.int32)], 255)
+            eyes = cv2.dilate(eyes, np.ones((2 * self.eye_dilate + 1,) * 2, np.uint8))
+            parts = np.maximum(parts.astype(np.float32) - (1.0 - self.eye_keep) * eyes, 0)
+            parts = parts.astype(np.uint8)
+        if s <= 0:
+            tex = orig
+        else:
+            donor = piecewise_affine(bank.images[k], np.vstack([d_lm, border]), dst,
+                                     bank.triangles, size)
+            # Statistics over bare skin only: no hairline, brows, eyes or lips.
+            skin = cv2.erode(face_mask((size, size), target, forehead=0.0),
+                             np.ones((9, 9), np.uint8))
+            sel = (skin > 0) & (cv2.dilate(parts, np.ones((9, 9), np.uint8)) == 0)
+            if sel.sum() < 50:
+                sel = fmask > 0
+            donor = self._match_colour(donor, orig, sel)
+            if self.shading:
+                donor = self._shade(donor, orig, target, sel)
+            tex = donor if s >= 1 else cv2.addWeighted(orig, 1.0 - s, donor, s, 0.0)
+        # Face alpha (feathered) minus the kept parts (feathered less: crisp eyelids).
+        iod = float(np.linalg.norm(target[36:42].mean(0) - target[42:48].mean(0)))
+        sig = max(1.0, 0.08 * iod)
+        # Erode first so the feather ends AT the jaw/forehead line: the templates'
+        # averaged background and hairline must not bleed outside the face.
+        er = int(2 * sig) | 1
+        fa = cv2.GaussianBlur(cv2.erode(fmask, np.ones((er, er), np.uint8)).astype(np.float32)
+                              / 255.0, (0, 0), sig)
+        pa = cv2.GaussianBlur(parts.astype(np.float32) / 255.0, (0, 0), max(0.8, 0.03 * iod))
+        a = (fa * (1.0 - pa))[..., None]
+        new = np.clip(orig.astype(np.float32) * (1.0 - a) + tex.astype(np.float32) * a + 0.5,
+                      0, 255).astype(np.uint8)
+        # Paste region: the face plus a margin for the (small) background deformation.
+        grow = max(3, int(0.25 * iod)) | 1
+        paste = cv2.dilate(np.maximum(fmask, face_mask((size, size), lm, forehead=self.forehead)),
+                           cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
+        paste = cv2.GaussianBlur(paste.astype(np.float32) / 255.0, (0, 0), grow / 3.0)
+        # Clip: paste_back treats a mask whose max exceeds 1 (blur round-off) as 0..255.
+        return new, np.clip(paste, 0.0, 1.0), k
+
+    def _paste(self, img: np.ndarray, ctx: FaceContext, new: np.ndarray,
+               alpha: np.ndarray) -> np.ndarray:
+        """The edit rectangle with ``new`` pasted in (the image itself is not touched)."""
+        x, y, w, h = ctx.rect
+        # Paste into the edit rectangle only: shift the transform to ROI coordinates.
+        m_roi = np.asarray(ctx.matrix, np.float64).copy()
+        m_roi[:, 2] += m_roi[:, :2] @ np.array([x, y], np.float64)
+        return paste_back(img[y:y + h, x:x + w], new, m_roi, mask=alpha, feather=0.004)
+
+    def _redetect(self, img: np.ndarray, ctx: FaceContext):
+        """The swapped face as a detector sees it now (image coordinates), or None."""
+        from refacex.faces.detect import _detector
+
+        x, y, w, h = ctx.rect
+        roi = np.ascontiguousarray(img[y:y + h, x:x + w])
+        centre = ctx.face.box[:2] + ctx.face.box[2:] / 2 - np.array([x, y])
+        found = [f for f in _detector().detect(roi)
+                 if np.linalg.norm(f.box[:2] + f.box[2:] / 2 - centre) < 0.5 * ctx.face.box[2]]
+        if not found:
+            return None
+        f = found[0]
+        f.box = f.box + np.array([x, y, 0, 0], np.float32)
+        f.kps = f.kps + np.array([x, y], np.float32)
+        return f
+
+    def _pose_error(self, img: np.ndarray, ctx: FaceContext, ref, seen) -> float:
+        """Largest yaw/pitch change (degrees) of the swapped face, read as the audit
+        reads it (re-detection, 68 landmarks, PnP). Near-profile faces (|yaw| > 45) are
+        not held to it: their 68-point pose is itself unreliable."""
+        if abs(ref.yaw) > 45:
+            return 0.0
+        lm = self._landmarker().predict(img, seen if seen is not None else ctx.face)
+        p = estimate_pose(lm, img.shape[:2])
+        return max(abs(p.yaw - ref.yaw), abs(p.pitch - ref.pitch))
+
+    def _landmarker(self):
+        from refacex.faces.landmarks import Dlib68Landmarker
+
+        if getattr(self, "_lm68", None) is None:
+            self._lm68 = Dlib68Landmarker()
+        return self._lm68
+
+    def _risk(self, img: np.ndarray, ctx: FaceContext, original: np.ndarray,
+              original_dlib: np.ndarray | None, seen) -> float:
+        """How close the swapped face still is to being recognised; < 0 means both
+        recognisers are beyond their threshold by the safety margin. SFace is measured
+        as an attacker would (see ``_attacker_similarity``); dlib (slower, ~90 ms) only
+        once SFace passes."""
+        sface = get_recognizer("sface")
+        risk = self._attacker_similarity(img, ctx, original, seen) - (
+            sface.threshold - self.verify_margin)
+        if risk < 0 and original_dlib is not None:
+            dl = get_recognizer("dlib")
+            dist = dl.score(original_dlib, dl.embed(img, ctx.face))
+            # 0.6 x: a dlib distance step of 0.1 weighs like an SFace cosine step of 0.06.
+            risk = max(risk, 0.6 * (dl.threshold + self.verify_margin_dlib - dist))
+        return risk
+
+    def _attacker_similarity(self, img: np.ndarray, ctx: FaceContext,
+                             original: np.ndarray, seen) -> float:
+        """SFace similarity to the original as an attacker would measure it: at the
+        original landmarks *and* at a fresh detection (``seen``; the worse of the two),
+        since a swapped face re-detects with slightly different points."""
+        sface = get_recognizer("sface")
+        sims = [sface.similarity(original, sface.embed(img, ctx.face))]
+        if seen is not None:
+            sims.append(sface.similarity(original, sface.embed(img, seen)))
+        return max(sims)
+
+    def apply(self, img: np.ndarray, ctx: FaceContext) -> None:
+        """Swap, then *verify* as an attacker would: re-embed the result with SFace (at
+        the original and at re-detected landmarks) and dlib; while either is within its
+        safety margin of the same-person threshold, or the head pose moved by more than
+        ``max_pose_error``, try the next donor in the keyed order (``max_tries``), then
+        stronger settings (``ESCALATION``). A donor that happens to resemble the person
+        must not leave them recognisable. ``verify=False`` skips this (fast, unchecked)."""
+        if ctx.face.landmarks is None:
+            raise ValueError("swap needs the face's 68 landmarks")
+        x, y, w, h = ctx.rect
+        if w == 0 or h == 0:
+            return
+        size = CROP_SIZE
+        m = np.asarray(ctx.matrix, np.float64)
+        crop = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT_101)
+        lm = transform_points(m, ctx.face.landmarks).astype(np.float32)
+        order = self.donor_order(crop, lm, ctx, img)
+        tries = order[: self.max_tries] if self.verify and self.strength >= 1.0 else order[:1]
+        original = self._embedding(img, ctx)
+        original_dlib = None
+        if self.verify_dlib and len(tries) > 1:
+            original_dlib = ctx.face.embeddings.get("dlib")
+            if original_dlib is None:
+                original_dlib = get_recognizer("dlib").embed(img, ctx.face)
+        # Candidates in keyed order, then escalations of the donors tried; accept the
+        # first that is private (risk < 0) and keeps the head pose; else the private one
+        # with the best pose; else the least risky.
+        # Reference pose measured exactly as the candidates are (ROI re-detection), so
+        # the detector's own jitter between contexts does not count as a pose change.
+        seen0 = self._redetect(img, ctx) if len(tries) > 1 else None
+        ref_pose = estimate_pose(self._landmarker().predict(img, seen0), img.shape[:2]) if (
+            seen0 is not None) else (ctx.face.pose or estimate_pose(ctx.face.landmarks,
+                                                                     img.shape[:2]))
+        trial = img.copy() if len(tries) > 1 else img
+        results: list[tuple[float, float, np.ndarray, int, dict]] = []
+
+        def attempt(k: int, overrides: dict) -> bool:
+            variant = self
+            if overrides:
+                variant = copy.copy(self)
+                variant.__dict__.update(overrides)
+            new, alpha, _ = variant.render(img, ctx, k)
+            roi = self._paste(img, ctx, new, alpha)
+            if len(tries) == 1:
+                results.append((-1.0, 0.0, roi, k, overrides))
+                return True
+            trial[y:y + h, x:x + w] = roi
+            seen = self._redetect(trial, ctx)
+            risk = self._risk(trial, ctx, original, original_dlib, seen)
+            pose_err = self._pose_error(trial, ctx, ref_pose, seen)
+            results.append((risk, pose_err, roi, k, overrides))
+            return risk < 0 and pose_err <= self.max_pose_error
+
+        done = any(attempt(k, {}) for k in tries)
+        if not done and len(tries) > 1 and not any(r[0] < 0 for r in results):
+            # No donor alone breaks the match: escalate on the two least risky donors,
+            # trading some gaze fidelity (donor eyes blended in) for privacy.
+            closest = [r[3] for r in sorted(results, key=lambda r: r[0])[:2]]
+            for esc in self.ESCALATION:
+                if any(attempt(k, esc) for k in closest):
+                    break
+        private = [r for r in results if r[0] < 0]
+        chosen = min(private, key=lambda r: r[1]) if private else min(results,
+                                                                      key=lambda r: r[0])
+        best = (chosen[0], chosen[2], chosen[3])
+        if chosen[4]:
+            ctx.info["escalated"] = chosen[4]
+        if len(tries) > 1:
+            ctx.info["pose_error"] = round(float(chosen[1]), 1)
+        assert best is not None
+        img[y:y + h, x:x + w] = best[1]
+        if best[0] >= self.verify_margin:
+            # Still the same person by a recogniser's own threshold after every donor and
+            # escalation: never ship that. Blur the swapped face (reversible like any edit).
+            from refacex.anonymize.baselines import BlurAnonymizer
+
+            BlurAnonymizer().apply(img, ctx)
+            ctx.info["fallback"] = "blur"
+        ctx.info["donor"] = self.bank.ids[best[2]]
+        if len(tries) > 1:
+            ctx.info["privacy_risk"] = round(float(best[0]), 3)  # < 0: verified

@@ -1,0 +1,239 @@
+"""Issue 3 acceptance: keys, vault and robust tiers, swap, CLI, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from PIL import Image
+
+import refacex
+from refacex.anonymize import CROP_PADDING
+from refacex.audit.metrics import psnr
+from refacex.errors import NoPayloadError, TamperedPayloadError, WrongKeyError
+from refacex.faces.align import warp_face
+from refacex.io.images import decode_image, encode_image
+from refacex.payload import crypto
+from refacex.payload.keyring import OpenKeys, SealKeys
+from refacex.payload.keys import generate_keypair, load_private_key, load_public_key
+from refacex.pipeline import anonymize, encode_output
+from refacex.recover import recover
+from refacex.stego import vault
+
+
+@pytest.fixture(autouse=True)
+def _cheap_scrypt(monkeypatch):
+    # Passphrase sealing cost is stored in each payload; tests use a cheaper one.
+    monkeypatch.setattr(crypto, "VAULT_SCRYPT", crypto.ScryptParams(log2_n=12, r=8, p=1))
+    monkeypatch.setattr(crypto, "COMPACT_SCRYPT", crypto.ScryptParams(log2_n=12, r=8, p=1))
+
+
+@pytest.fixture(scope="module")
+def key() -> X25519PrivateKey:
+    return X25519PrivateKey.generate()
+
+
+@pytest.fixture(scope="module")
+def swapped(astronaut, key):
+    return anonymize(astronaut, SealKeys(recipients=[key.public_key()]), method="swap")
+
+
+@pytest.fixture(scope="module")
+def swapped_t1(t1, key):
+    return anonymize(t1, SealKeys(recipients=[key.public_key()]), method="swap")
+
+
+def _rects_equal(a: np.ndarray, b: np.ndarray, faces: list[dict]) -> bool:
+    return all(np.array_equal(a[y:y + h, x:x + w], b[y:y + h, x:x + w])
+               for x, y, w, h in (f["rect"] for f in faces))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_vault_round_trip_is_exact(swapped_t1, t1, key, suffix):
+    data = encode_output(swapped_t1, suffix)
+    assert vault.extract(data) is not None
+    res = recover(data, OpenKeys(private_key=key))
+    assert res.tier == "vault" and len(res.faces) == 6
+    assert _rects_equal(res.image, t1, res.faces)
+    assert not _rects_equal(decode_image(data), t1, res.faces)  # it was anonymised
+
+
+def test_wrong_key_is_rejected(swapped, key):
+    data = encode_output(swapped, ".png")
+    with pytest.raises(WrongKeyError):
+        recover(data, OpenKeys(private_key=X25519PrivateKey.generate()))
+
+
+def test_passphrase_mode_and_wrong_passphrase(astronaut):
+    res = anonymize(astronaut, SealKeys(passphrase=b"correct horse"), method="blur")
+    data = encode_output(res, ".png")
+    rec = recover(data, OpenKeys(passphrase=b"correct horse"))
+    assert rec.tier == "vault" and _rects_equal(rec.image, astronaut, rec.faces)
+    with pytest.raises(WrongKeyError):
+        recover(data, OpenKeys(passphrase=b"wrong horse"))
+
+
+def test_flipped_byte_is_tampered(astronaut, key):
+    res = anonymize(astronaut, SealKeys(recipients=[key.public_key()]), method="blur",
+                    tiers=("vault",))
+    data = encode_output(res, ".png")
+    blob = bytearray(vault.extract(data))
+    blob[len(blob) // 2] ^= 0x01
+    with pytest.raises(TamperedPayloadError):
+        recover(vault.attach(data, bytes(blob)), OpenKeys(private_key=key))
+
+
+def test_tampered_vault_falls_back_to_robust(swapped, key):
+    data = encode_output(swapped, ".png")
+    blob = bytearray(vault.extract(data))
+    blob[-3] ^= 0x01
+    res = recover(vault.attach(data, bytes(blob)), OpenKeys(private_key=key))
+    assert res.tier == "robust" and any("tamper" in n or "modified" in n for n in res.notes)
+
+
+def test_public_key_files(tmp_path, astronaut):
+    pub, priv = generate_keypair(tmp_path, b"key pass")
+    assert oct(priv.stat().st_mode & 0o777) == "0o600"
+    out = refacex.anonymize(astronaut, pub, method="blur")  # needs the .pub only
+    path = tmp_path / "anon.jpg"
+    path.write_bytes(encode_output(out, ".jpg"))
+    res = refacex.recover(path, priv, key_passphrase=b"key pass")
+    assert res.tier == "vault" and _rects_equal(res.image, astronaut, res.faces)
+    with pytest.raises(refacex.errors.RefacexError):
+        load_private_key(priv, b"not the pass")
+    assert load_public_key(pub) is not None
+
+
+def test_robust_tier_is_invisible(astronaut, key):
+    keys = SealKeys(recipients=[key.public_key()])
+    with_robust = anonymize(astronaut, keys, method="swap")
+    vault_only = anonymize(astronaut, keys, method="swap", tiers=("vault",))
+    assert with_robust.robust_faces == 1
+    assert psnr(with_robust.image, vault_only.image) >= 40.0
+
+
+def _jpeg(img, q):
+    return cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])[1], 1)
+
+
+DISTORTIONS = {
+    "strip+jpeg75": lambda im: _jpeg(im, 75),
+    "strip+jpeg50": lambda im: _jpeg(im, 50),
+    "resize0.5": lambda im: cv2.resize(im, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA),
+    "resize1.5": lambda im: cv2.resize(im, None, fx=1.5, fy=1.5,
+                                       interpolation=cv2.INTER_CUBIC),
+}
+
+
+@pytest.mark.parametrize("name", list(DISTORTIONS))
+def test_robust_tier_survives_and_recovers(name, swapped, astronaut, analyzer, key):
+    distorted = DISTORTIONS[name](swapped.image)
+    data = encode_image(distorted, ".png")  # a fresh file: no vault, no metadata
+    assert vault.extract(data) is None
+    res = recover(data, OpenKeys(private_key=key))
+    assert res.tier == "robust" and len(res.faces) == 1
+    scale = distorted.shape[1] / astronaut.shape[1]
+    face = analyzer.detector.detect(astronaut)[0]
+    orig = warp_face(astronaut, face.kps, 128, CROP_PADDING).crop
+    back = warp_face(res.image, face.kps * scale, 128, CROP_PADDING).crop
+    anon = warp_face(distorted, face.kps * scale, 128, CROP_PADDING).crop
+    assert psnr(orig, back) >= 25.0
+    assert psnr(orig, back) > psnr(orig, anon) + 1.0  # recovery really restores the face
+
+
+def test_no_payload_is_a_clear_error(astronaut, key):
+    with pytest.raises(NoPayloadError):
+        recover(encode_image(astronaut, ".png"), OpenKeys(private_key=key))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def run(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "refacex", *args], capture_output=True,
+                          text=True, timeout=300, **kw)
+
+
+@pytest.fixture(scope="module")
+def keydir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("keys")
+    r = run("keygen", "--out", str(d), "--no-passphrase")
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def test_cli_round_trip_and_inspect(tmp_path, keydir, sample_paths):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "sub").mkdir()
+    for name in ("astronaut", "t1"):
+        p = sample_paths[name]
+        (src / "sub" / p.name).write_bytes(p.read_bytes())
+    before = {p: p.read_bytes() for p in src.rglob("*.*")}
+    r = run("anonymize", str(src), "-o", str(tmp_path / "out"), "--recipient",
+            str(keydir / "refacex.pub"), "--format", "png")
+    assert r.returncode == 0, r.stderr
+    assert "7 face(s) found, 7 anonymised" in r.stdout
+    outs = sorted((tmp_path / "out").rglob("*.png"))
+    assert [p.name for p in outs] == ["astronaut.png", "t1.png"]
+    assert {p: p.read_bytes() for p in src.rglob("*.*")} == before  # inputs untouched
+    r = run("inspect", str(outs[1]))
+    assert r.returncode == 0 and "vault" in r.stdout and "6 face(s)" in r.stdout
+    r = run("recover", *map(str, outs), "-o", str(tmp_path / "rec"), "--key",
+            str(keydir / "refacex.key"))
+    assert r.returncode == 0, r.stderr
+    assert "from vault" in r.stdout
+    rec = decode_image((tmp_path / "rec" / "sub" / "t1.png").read_bytes()) if (
+        tmp_path / "rec" / "sub").exists() else decode_image(
+        (tmp_path / "rec" / "t1.png").read_bytes())
+    assert rec.shape == decode_image(sample_paths["t1"].read_bytes()).shape
+
+
+def test_cli_bad_inputs(tmp_path, keydir, sample_paths):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "text.jpg").write_text("not an image")
+    data = sample_paths["t1"].read_bytes()
+    (bad / "trunc.jpg").write_bytes(data[: len(data) // 2])
+    Image.fromarray(np.full((240, 320, 3), 127, np.uint8)).save(bad / "noface.png")
+    Image.new("L", (12000, 12000)).save(bad / "huge.png")
+    before = {p: p.read_bytes() for p in bad.iterdir()}
+    out = tmp_path / "out"
+    r = run("anonymize", str(bad), "-o", str(out), "--recipient", str(keydir / "refacex.pub"))
+    assert r.returncode == 2
+    errs = [ln for ln in r.stderr.splitlines() if ln.startswith("refacex: error:")]
+    assert len(errs) == 4 and "Traceback" not in r.stderr
+    assert any("no face" in e for e in errs) and any("too large" in e for e in errs)
+    assert list(out.rglob("*")) == []  # nothing half-written
+    assert {p: p.read_bytes() for p in bad.iterdir()} == before
+    # Recovering an image that carries no payload.
+    r = run("recover", str(sample_paths["astronaut"]), "-o", str(out), "--key",
+            str(keydir / "refacex.key"))
+    assert r.returncode == 2 and "no refacex payload" in r.stderr
+    assert list(out.rglob("*")) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_cli_unwritable_output_non_root(tmp_path, keydir, sample_paths):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    r = run("anonymize", str(sample_paths["astronaut"]), "-o", str(ro), "--recipient",
+            str(keydir / "refacex.pub"))
+    assert r.returncode == 2 and "not writable" in r.stderr
+
+
+def test_cli_unwritable_output(tmp_path, keydir, sample_paths):
+    # A regular file where the output folder should be: unwritable for root too.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    r = run("anonymize", str(sample_paths["astronaut"]), "-o", str(blocker / "out"),
+            "--recipient", str(keydir / "refacex.pub"))
+    assert r.returncode == 2 and "cannot create output folder" in r.stderr
+    assert "Traceback" not in r.stderr

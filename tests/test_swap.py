@@ -1,0 +1,180 @@
+"""The ``swap`` anonymiser on real photos: identity removed for BOTH recognisers, face
+still detected with the same pose, nothing written outside the edit rectangle, keyed
+and reproducible donor choice, strength 0 ~ identity, shipped donors are >= 30-person
+averages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from refacex.anonymize import get_method
+from refacex.anonymize.base import FaceContext
+from refacex.anonymize.donors import MIN_MEMBERS, DonorBank, load_bank
+from refacex.anonymize.swap import SwapAnonymizer
+from refacex.faces import get_recognizer
+from refacex.faces.masks import face_mask
+
+RECOGNISERS = ("sface", "dlib")
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    return float(ix * iy / (aw * ah + bw * bh - ix * iy))
+
+
+@pytest.fixture(scope="module")
+def swapped(analyzer, t1, astronaut):
+    """Per photo: (original, anonymised, original faces, contexts, re-detected faces)."""
+    out = {}
+    sw = SwapAnonymizer(strength=1.0)
+    for name, img in (("t1", t1), ("astronaut", astronaut)):
+        faces = analyzer.analyze(img, recognizers=RECOGNISERS)
+        anon = img.copy()
+        ctxs = []
+        for f in faces:
+            ctx = FaceContext.for_face(f, img.shape[:2], donor_key=b"test-key")
+            sw.apply(anon, ctx)
+            ctxs.append(ctx)
+        new = analyzer.analyze(anon, recognizers=RECOGNISERS)
+        out[name] = (img, anon, faces, ctxs, new)
+    return out
+
+
+def _matched(faces, new):
+    for f in faces:
+        best = max(new, key=lambda g: _iou(g.box, f.box), default=None)
+        yield f, (best if best is not None and _iou(best.box, f.box) > 0.3 else None)
+
+
+def test_shipped_donors_are_group_averages():
+    bank = load_bank()
+    assert 12 <= len(bank) <= 24
+    assert int(bank.counts.min()) >= MIN_MEMBERS
+    assert bank.images.shape[1:] == (256, 256, 3) and bank.images.dtype == np.uint8
+    assert bank.landmarks.shape == (len(bank), 68, 2)
+    assert len(set(bank.ids)) == len(bank)
+
+
+def test_router_builds_swap():
+    m = get_method("swap", strength=0.5)
+    assert m.name == "swap" and m.replaces_identity and m.strength == 0.5
+
+
+def test_every_face_still_detected(swapped):
+    for _img, _anon, faces, _ctxs, new in swapped.values():
+        assert len(new) == len(faces)
+        assert all(m is not None for _f, m in _matched(faces, new))
+
+
+@pytest.mark.parametrize("rec_name", RECOGNISERS)
+def test_identity_removed(swapped, rec_name):
+    """The issue's bar: for BOTH recognisers, no anonymised face is the same person as its
+    original (the swap verifies this itself, with a safety margin, before accepting)."""
+    rec = get_recognizer(rec_name)
+    for _img, _anon, faces, _ctxs, new in swapped.values():
+        for f, m in _matched(faces, new):
+            assert m is not None
+            a, b = f.embeddings[rec_name], m.embeddings[rec_name]
+            assert not rec.same_person(a, b), (rec_name, rec.score(a, b))
+
+
+def test_verification_is_recorded(swapped):
+    margin = SwapAnonymizer().verify_margin
+    risks = [c.info["privacy_risk"] for *_, ctxs, _new in swapped.values() for c in ctxs]
+    # < 0: private with the safety margin; < margin: beyond the recognisers' own
+    # thresholds; anything worse must have been blurred.
+    for *_, ctxs, _new in swapped.values():
+        for c in ctxs:
+            assert c.info["privacy_risk"] < margin or c.info.get("fallback") == "blur"
+    assert sum(r < 0 for r in risks) >= len(risks) - 1, risks
+
+
+def test_pose_kept(swapped):
+    errs = []
+    for _img, _anon, faces, _ctxs, new in swapped.values():
+        for f, m in _matched(faces, new):
+            if abs(f.pose.yaw) > 45:  # near-profile: the 68-point pose itself is unreliable
+                continue
+            errs.append((abs(m.pose.yaw - f.pose.yaw), abs(m.pose.pitch - f.pose.pitch)))
+    errs_a = np.array(errs)
+    assert len(errs_a) >= 4
+    # Median within 5°. Single faces may drift further when privacy needs it: the swap
+    # prefers a candidate that keeps the pose within 4°, but takes a private one over a
+    # faithful one (measured: t1 face 0, rolled 27°, ~7° yaw; the astronaut, which needs
+    # the escalated swap, ~8° pitch).
+    assert np.median(errs_a[:, 0]) < 5.0 and errs_a[:, 0].max() < 10.0, errs_a  # yaw
+    assert np.median(errs_a[:, 1]) < 5.0 and errs_a[:, 1].max() < 10.0, errs_a  # pitch
+
+
+def test_writes_only_inside_rect(swapped):
+    for img, anon, _faces, ctxs, _new in swapped.values():
+        inside = np.zeros(img.shape[:2], bool)
+        for c in ctxs:
+            x, y, w, h = c.rect
+            inside[y:y + h, x:x + w] = True
+            assert c.info["donor"].startswith("d")
+        assert np.array_equal(img[~inside], anon[~inside])
+        assert not np.array_equal(img[inside], anon[inside])
+
+
+def test_same_key_same_donor_and_keys_vary(analyzer, astronaut):
+    f = analyzer.analyze(astronaut, recognizers=("sface",))[0]
+    sw = SwapAnonymizer()
+    picks = []
+    for key in [b"k%d" % i for i in range(20)] + [b"k0"]:
+        ctx = FaceContext.for_face(f, astronaut.shape[:2], donor_key=key)
+        sw.apply(astronaut.copy(), ctx)
+        picks.append(ctx.info["donor"])
+    assert picks[0] == picks[-1]
+    assert len(set(picks)) >= 2
+
+
+def test_bucket_is_stable_under_small_embedding_noise():
+    bank: DonorBank = load_bank()
+    rng = np.random.default_rng(0)
+    e = rng.standard_normal(128).astype(np.float32)
+    desc = bank.centroids[0]
+    same = sum(bank.choose(desc, None, b"key", e) == bank.choose(
+        desc, None, b"key", e + 0.05 * rng.standard_normal(128).astype(np.float32))
+        for _ in range(20))
+    assert same >= 16
+    assert bank.choose(desc, None, None, e) == bank.choose(desc, None, None, e)
+
+
+def test_strength_zero_is_nearly_identity(analyzer, t1):
+    faces = analyzer.analyze(t1)
+    sw = SwapAnonymizer(strength=0.0)
+    for f in faces:
+        out = t1.copy()
+        ctx = FaceContext.for_face(f, t1.shape[:2])
+        sw.apply(out, ctx)
+        m = face_mask(t1.shape[:2], f.landmarks) > 0
+        mse = np.mean((out[m].astype(np.float64) - t1[m].astype(np.float64)) ** 2)
+        psnr = 10 * np.log10(255.0**2 / max(mse, 1e-9))
+        assert psnr > 35.0, psnr
+
+
+def test_strength_must_be_in_range():
+    with pytest.raises(ValueError):
+        SwapAnonymizer(strength=1.5)
+
+
+@pytest.mark.shared
+def test_build_inputs_exclude_eval_people(shared_data):
+    """The donor build reads only training people (never the LFW evaluation split)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "build_donors.py"
+    spec = importlib.util.spec_from_file_location("build_donors", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    photos = mod.photo_list(4069, 7)
+    evals = set((shared_data / "splits/lfw_eval_people.txt").read_text().split())
+    lfw = {p.split(":", 1)[1] for p, _ in photos if p.startswith("lfw:")}
+    assert lfw and not (lfw & evals)
+    assert all("test_dataset" not in str(path) for _, path in photos)
