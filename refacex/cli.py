@@ -27,8 +27,20 @@ models_app = typer.Typer(help="Model weights: list and fetch.", no_args_is_help=
 app.add_typer(models_app, name="models")
 
 
-def _err(msg: str) -> None:
-    typer.echo(f"refacex: error: {msg}", err=True)
+def _err(msg: str, path: Path | None = None) -> None:
+    """One error line on stderr (through tqdm so an active progress bar stays intact)."""
+    from tqdm import tqdm
+
+    if path is not None and str(path) not in msg:
+        msg = f"{path}: {msg}"
+    tqdm.write(f"refacex: error: {msg}", file=sys.stderr)
+
+
+def _bar(items: list, desc: str, quiet: bool):
+    """Progress bar on an interactive terminal only (logs stay clean in CI and pipes)."""
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="img", disable=quiet or len(items) < 2 or None)
 
 
 def _version(value: bool) -> None:
@@ -214,7 +226,7 @@ def anonymize(
         raise typer.BadParameter("no input images found")
     report, totals, failed = {}, {"images": 0, "faces": 0, "anonymized": 0, "fallback": 0,
                                   "uncertain": 0, "failed": 0}, 0
-    for path, rel in tqdm(files, desc="anonymize", unit="img", disable=as_json or len(files) < 2):
+    for path, rel in _bar(files, "anonymize", as_json):
         dest = _output_path(out, rel, fmt)
         try:
             if dest.resolve() == path.resolve():
@@ -224,7 +236,7 @@ def anonymize(
                       fallback=fallback)
             written = save(res, dest, quality)
         except RefacexError as exc:
-            _err(str(exc))
+            _err(str(exc), path)
             report[str(path)] = {"error": str(exc)}
             failed += 1
             continue
@@ -282,7 +294,7 @@ def recover(
     _check_outdir(out)
     report, failed = {}, 0
     files = [(p, r) for p, r in iter_images(list(inputs))]
-    for path, rel in tqdm(files, desc="recover", unit="img", disable=as_json or len(files) < 2):
+    for path, rel in _bar(files, "recover", as_json):
         dest = _output_path(out, rel, "png")
         try:
             if dest.resolve() == path.resolve():
@@ -292,7 +304,7 @@ def recover(
             res = run(path, keys)
             write_image(dest, res.image)
         except RefacexError as exc:
-            _err(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
+            _err(str(exc), path)
             report[str(path)] = {"error": str(exc)}
             failed += 1
             continue
@@ -369,6 +381,10 @@ def demo(
 
     run_demo(out, method=method, log=typer.echo)
     typer.echo(f"results in {out}/")
+
+
+from refacex.audit.command import audit as _audit  # noqa: E402, I001
+app.command(name="audit")(_audit)
 
 
 def main() -> None:

@@ -115,7 +115,8 @@ def build_robust_payload(original: np.ndarray, faces: list[tuple[int, Face]],
 
 def anonymize(image: np.ndarray, keys: SealKeys, method: str = "swap", strength: float = 1.0,
               tiers: tuple[str, ...] = TIERS, fallback: str | None = None,
-              confidence: float = CONFIDENCE) -> AnonymizeResult:
+              confidence: float = CONFIDENCE, method_options: dict | None = None
+              ) -> AnonymizeResult:
     """Anonymise every face of ``image`` (BGR uint8) and prepare the recovery payloads."""
     unknown = set(tiers) - set(TIERS)
     if unknown:
@@ -123,7 +124,7 @@ def anonymize(image: np.ndarray, keys: SealKeys, method: str = "swap", strength:
     t = {}
     t0 = time.perf_counter()
     fa = analyzer()
-    anonymizer = get_method(method, strength=strength)
+    anonymizer = get_method(method, strength=strength, **(method_options or {}))
     faces = fa.detector.detect(image)
     t["detect"] = (time.perf_counter() - t0) * 1e3
     if not faces:

@@ -12,10 +12,10 @@ from refacex.anonymize.base import CROP_PADDING, CROP_SIZE, Anonymizer, FaceCont
 from refacex.anonymize.baselines import BlurAnonymizer, MaskAnonymizer, PixelateAnonymizer
 
 
-def _swap(strength: float = 1.0) -> Anonymizer:
+def _swap(strength: float = 1.0, **options) -> Anonymizer:
     from refacex.anonymize.swap import SwapAnonymizer
 
-    return SwapAnonymizer(strength=strength)
+    return SwapAnonymizer(strength=strength, **options)
 
 
 METHODS = {
@@ -26,10 +26,12 @@ METHODS = {
 }
 
 
-def get_method(name: str, strength: float = 1.0) -> Anonymizer:
+def get_method(name: str, strength: float = 1.0, **options) -> Anonymizer:
+    """The method called ``name``; ``options`` go to its constructor (e.g. swap's
+    ``verify=False``)."""
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
-    return METHODS[name](strength=strength)
+    return METHODS[name](strength=strength, **options)
 
 
 class _CallableModule(types.ModuleType):

@@ -112,10 +112,11 @@ def recover(data: bytes | Path | str, keys: OpenKeys, sidecar: bytes | None = No
         data = path.read_bytes()
     img = decode_image(data)
     notes: list[str] = []
+    vault_error: PayloadError | None = None
     try:
         vblob = vault.extract(data) or sidecar
     except PayloadError as exc:
-        vblob = None
+        vblob, vault_error = None, exc
         notes.append(f"vault unusable ({exc}); trying the robust tier")
     if vblob is not None:
         try:
@@ -130,12 +131,15 @@ def recover(data: bytes | Path | str, keys: OpenKeys, sidecar: bytes | None = No
         except WrongKeyError:
             raise
         except PayloadError as exc:
+            vault_error = exc
             notes.append(f"vault rejected: {exc}; trying the robust tier")
     try:
         rblob = robust.extract(img)
     except NoPayloadError:
-        if notes:
-            raise PayloadError("; ".join(notes) + " — and no robust payload was found") from None
+        if vault_error is not None:
+            # Keep the vault's error class (tampered, unsupported...): it is the finding.
+            raise type(vault_error)(f"{vault_error} (and no robust payload to fall back on)"
+                                    ) from None
         raise NoPayloadError("no refacex payload in this image (neither vault nor robust "
                              "tier): it was not anonymised by refacex, or too damaged") from None
     payload = decode_payload(rblob, **keys.crypto_kwargs())
