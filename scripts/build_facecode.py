@@ -6,7 +6,7 @@ canonical crop (refacex.payload.facecode.CODE_SIZE / CODE_PADDING), mirrored for
 augmentation, and the top components of the pooled covariance are kept. What ships is
 a mean face and principal axes over thousands of people: statistics, not photos.
 
-    .venv/bin/python scripts/build_facecode.py [--max-faces 4000]
+    .venv/bin/python scripts/build_facecode.py [--max-faces 6000]
 """
 
 from __future__ import annotations
@@ -26,21 +26,24 @@ from refacex.payload.facecode import BASIS_PATH, CODE_PADDING, CODE_SIZE, N_COMP
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def training_files(max_faces: int) -> list[Path]:
+def training_files(max_faces: int, per_celeb: int = 10) -> list[Path]:
     lfw = SHARED / "lfw-deepfunneled"
     eval_people = set((SHARED / "splits/lfw_eval_people.txt").read_text().split())
     train_people = (SHARED / "splits/lfw_train_people.txt").read_text().split()
     assert not eval_people & set(train_people)
     files = [p for name in train_people for p in sorted((lfw / name).glob("*.jpg"))[:1]]
     celeba = SHARED / "celeba-id/Datasets/train_dataset"
-    files += [sorted(d.glob("*.jpg"))[0] for d in sorted(celeba.iterdir()) if d.is_dir()]
+    # Several photos per CelebA person: PCA wants appearance variety (pose, light), and
+    # the basis is a statistic over thousands of faces either way.
+    files += [p for d in sorted(celeba.iterdir()) if d.is_dir()
+              for p in sorted(d.glob("*.jpg"))[:per_celeb]]
     random.Random(0).shuffle(files)
     return files[:max_faces]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--max-faces", type=int, default=4000)
+    ap.add_argument("--max-faces", type=int, default=6000)
     args = ap.parse_args()
     det = YuNetDetector()
     crops = []
@@ -62,9 +65,9 @@ def main() -> None:
     BASIS_PATH.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(BASIS_PATH, mean=mean.astype(np.float32),
                         basis=vt[:N_COMPONENTS].astype(np.float16), std=std.astype(np.float32),
-                        people=np.int32(len(crops) // 2))
+                        faces=np.int32(len(crops) // 2))
     var = s**2
-    print(f"{len(crops) // 2} people, {time.time() - t0:.0f} s; variance kept by "
+    print(f"{len(crops) // 2} faces, {time.time() - t0:.0f} s; variance kept by "
           + ", ".join(f"K={k}: {var[:k].sum() / var.sum():.3f}" for k in (16, 64, 128, 256)))
 
 

@@ -18,7 +18,15 @@ import cv2
 import numpy as np
 
 from refacex.errors import NoPayloadError, PayloadError, WrongKeyError
-from refacex.faces.align import invert_affine, paste_back, similarity_transform, template
+from refacex.faces.align import (
+    align_matrix,
+    crop_region,
+    feather_mask,
+    invert_affine,
+    template,
+    transform_points,
+)
+from refacex.faces.masks import face_mask
 from refacex.io.images import decode_image
 from refacex.payload.facecode import CODE_PADDING, CODE_SIZE, codec
 from refacex.payload.format import Payload, decode_payload
@@ -60,21 +68,47 @@ def _code_mask() -> np.ndarray:
     return m
 
 
-def _place(matrix_code: np.ndarray, shape_hw: tuple[int, int], detections: list) -> tuple:
-    """Best image->code transform for the current image: re-detected landmarks when a
-    face is found where the stored geometry (rescaled) says, else the stored geometry."""
-    inv = invert_affine(matrix_code)
-    centre = inv @ np.array([CODE_SIZE / 2, CODE_SIZE / 2, 1.0])
-    size = np.linalg.norm(inv[:, 0]) * CODE_SIZE
-    best, best_d = None, 0.5 * size
+def _centre(m: np.ndarray) -> np.ndarray:
+    """Image point at the centre of the crop that ``m`` (image -> crop) cuts out."""
+    return invert_affine(m) @ np.array([CODE_SIZE / 2, CODE_SIZE / 2, 1.0])
+
+
+def _match(m: np.ndarray, detections: list):
+    """The detection whose centre lies near the crop ``m`` describes, or None."""
+    centre = _centre(m)
+    size = np.linalg.norm(invert_affine(m)[:, 0]) * CODE_SIZE
+    best, best_d = None, 0.35 * size
     for f in detections:
-        c = f.box[:2] + f.box[2:] / 2
-        d = float(np.linalg.norm(c - centre))
+        d = float(np.linalg.norm(f.box[:2] + f.box[2:] / 2 - centre))
         if d < best_d:
             best, best_d = f, d
-    if best is not None:
-        return similarity_transform(best.kps, template(CODE_SIZE, CODE_PADDING)), "redetected"
-    return matrix_code, "stored-geometry"
+    return best
+
+
+def _geometry(records: list, scale: np.ndarray, detections: list) -> tuple[list, str]:
+    """Per record, the image -> code-crop transform for the received image.
+
+    The stored transforms are exact for the original; a resize is undone by ``scale``
+    (the aspect ratio survives). A border crop shifts every face by the same amount:
+    that offset is estimated from the re-detected faces (median over all of them, so the
+    jitter of landmarks on an anonymised face averages out) and applied only when it is
+    clearly not zero. Re-detected landmarks are NOT used per face: on a swapped face they
+    sit a few pixels off the original's, which would misplace the decoded face.
+    """
+    mats = [np.asarray(r.affine, np.float64) @ scale for r in records]
+    offsets = []
+    for m in mats:
+        f = _match(m, detections)
+        if f is not None:  # the same crop, as the re-detected landmarks place it
+            offsets.append(_centre(align_matrix(f.kps, CODE_SIZE, CODE_PADDING)) - _centre(m))
+    if offsets:
+        t = np.median(np.array(offsets), axis=0)
+        size = float(np.mean([np.linalg.norm(invert_affine(m)[:, 0]) * CODE_SIZE
+                              for m in mats]))
+        if np.linalg.norm(t) > 0.08 * size:
+            shift = np.array([[1.0, 0, -t[0]], [0, 1.0, -t[1]], [0, 0, 1.0]])
+            return [m @ shift for m in mats], "stored-geometry+crop-offset"
+    return mats, "stored-geometry"
 
 
 def _restore_robust(img: np.ndarray, payload: Payload) -> RecoverResult:
@@ -85,19 +119,64 @@ def _restore_robust(img: np.ndarray, payload: Payload) -> RecoverResult:
     # The stored geometry is in the original's pixels; map to this image's size (resizes
     # keep the aspect ratio; a small crop shifts things, which re-detection corrects).
     s = np.array([[pw / w, 0, 0], [0, ph / h, 0], [0, 0, 1.0]])
-    detections = analyzer().detector.detect(img)
+    fa = analyzer()
+    detections = fa.detector.detect(img)
     out = img.copy()
-    mask = _code_mask()
     faces = []
     fc = codec()
-    for rec in payload.faces:
-        stored = np.asarray(rec.affine, np.float64) @ s
-        m, how = _place(stored, (h, w), detections)
-        face = fc.decode(rec.data)
-        out = paste_back(out, face, m, mask=mask, feather=0.08)
+    mats, how = _geometry(payload.faces, s, detections)
+    for rec, m in zip(payload.faces, mats, strict=True):
+        face = _match(m, detections)
+        decoded = fc.decode(rec.data)
+        mask = _edit_mask(img, m, face, fa)
+        out = _blend_low_frequencies(out, decoded, m, mask)
         faces.append({"index": rec.index, "tier": "robust", "placed_by": how,
                       "code_bytes": len(rec.data)})
     return RecoverResult(out, "robust", faces)
+
+
+def _edit_mask(img: np.ndarray, m: np.ndarray, face, fa) -> np.ndarray:
+    """Where the anonymiser may have changed pixels, in code-crop space (float 0..1).
+
+    Anonymisers edit the landmark face mask (jaw, brows, a forehead band); swaps keep the
+    landmarks, so the mask re-measured on the received image matches the edited region.
+    Hair and background outside it are already original and must not be overwritten by
+    the low-resolution code. Without a re-detected face, a generous ellipse is used.
+    """
+    if face is None:
+        return _code_mask().astype(np.float32) / 255.0
+    fa.describe(img, face, landmarks=True, pose=False)
+    lm = transform_points(m, face.landmarks)
+    mask = face_mask((CODE_SIZE, CODE_SIZE), lm, forehead=1.0).astype(np.float32) / 255.0
+    grow = max(1, int(round(0.06 * CODE_SIZE))) | 1
+    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (grow, grow)))
+    return mask
+
+
+def _blend_low_frequencies(img: np.ndarray, decoded: np.ndarray, m: np.ndarray,
+                           mask: np.ndarray) -> np.ndarray:
+    """Replace the received face's low frequencies (what the code describes) by the
+    decoded ones, keeping its detail: ``out = img + up(decoded - down(img))`` inside the
+    mask. The swap keeps the original eyes and mouth interior, so their detail is real;
+    elsewhere the donor's fine detail is weak and the decoded face dominates."""
+    received = cv2.warpAffine(img, m, (CODE_SIZE, CODE_SIZE), flags=cv2.INTER_CUBIC,
+                              borderMode=cv2.BORDER_REFLECT_101)
+    delta = decoded.astype(np.float32) - received.astype(np.float32)
+    x, y, w, h = crop_region(m, CODE_SIZE, img.shape[:2])
+    if w == 0 or h == 0:
+        return img
+    m_roi = np.asarray(m, np.float64).copy()
+    m_roi[:, 2] += m_roi[:, :2] @ np.array([x, y], np.float64)
+    inv = invert_affine(m_roi)
+    up = cv2.warpAffine(delta, inv, (w, h), flags=cv2.INTER_CUBIC,
+                        borderMode=cv2.BORDER_REPLICATE)
+    soft = feather_mask(CODE_SIZE, mask, feather=0.06)
+    alpha = cv2.warpAffine(soft, inv, (w, h), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
+    out = img.copy()
+    roi = out[y:y + h, x:x + w].astype(np.float32)
+    out[y:y + h, x:x + w] = np.clip(roi + alpha * up + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def recover(data: bytes | Path | str, keys: OpenKeys, sidecar: bytes | None = None
