@@ -11,6 +11,10 @@ A *level* is a (number of components, step) pair. All levels on the rate–disto
 frontier are enumerated once; ``encode`` picks the best level that fits the byte budget
 the image offers (graceful degradation: a smaller image gets a coarser face, never a
 failure), and its index is the code's first byte so ``decode`` needs nothing else.
+
+The basis file is part of the codec: codes written as ``pca-v1`` decode only with this
+exact ``facecode_pca.npz``. A retrained basis must ship as a new codec id (``pca-v2``,
+see ``payload.format.register_codec``) next to the old one, never replace it.
 """
 
 from __future__ import annotations
