@@ -1,0 +1,72 @@
+"""``refacex audit``: the command-line face of :mod:`refacex.audit.run`.
+
+Kept in its own module (imported by ``refacex.cli``) with every heavy import inside the
+function body, so that ``refacex --help`` does not pay for numpy/OpenCV/matplotlib.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def audit(
+    original: Annotated[Path, typer.Option(help="Folder of original images.")],
+    anonymized: Annotated[Path | None, typer.Option(
+        help="Folder of anonymised images (paired by relative path, any suffix).")] = None,
+    recovered: Annotated[Path | None, typer.Option(
+        help="Folder of recovered images (paired like --anonymized).")] = None,
+    gallery: Annotated[Path | None, typer.Option(
+        help="Gallery folder, identity = parent folder (default: one other photo per "
+             "person found next to each original).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("audit-out"),
+    run: Annotated[str | None, typer.Option(
+        "--run", help="Anonymise the originals with this method (blur, pixelate, mask, "
+                      "swap) into OUT, with a fresh key pair, and recover them.")] = None,
+    robustness: Annotated[bool, typer.Option(
+        "--robustness", help="Distortion suite on the first --robust-limit images "
+                             "(needs --run or --key).")] = False,
+    robust_limit: Annotated[int, typer.Option(min=1, help="Images for --robustness.")] = 20,
+    distortions: Annotated[str | None, typer.Option(
+        help="Comma-separated subset of the distortion suite (default: all; see "
+             "refacex/audit/distortions.py).")] = None,
+    key: Annotated[Path | None, typer.Option(
+        help="Private key (refacex.key) for recovery/robustness; a protected key reads "
+             "its passphrase from $REFACEX_KEY_PASSPHRASE.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Audit only the first N images.")]
+        = None,
+    feature_cache: Annotated[Path | None, typer.Option(
+        help="Share the original/gallery analysis cache between audits.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(
+        help="Stop starting new images after this many seconds (partial report; "
+             "a rerun continues from the cache).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print audit.json's aggregates.")]
+        = False,
+) -> None:
+    """Audit privacy, utility, recovery, robustness and speed (OUT/audit.json, report.html).
+
+    Privacy is measured with every registered recogniser and two attackers (re-detecting,
+    and knowing the face location); the HTML report is self-contained (opens offline).
+    """
+    from refacex.audit.run import AuditConfig, dumps, run_audit, summary_table
+
+    if run is not None:
+        from refacex.anonymize import METHODS
+
+        if run not in METHODS:
+            raise typer.BadParameter(f"unknown method {run!r}; choose from {', '.join(METHODS)}")
+    cfg = AuditConfig(original=original, out=out, anonymized=anonymized, recovered=recovered,
+                      gallery=gallery, run=run, key=key, robustness=robustness,
+                      robust_limit=robust_limit, limit=limit,
+                      distortions=distortions.split(",") if distortions else None,
+                      feature_cache=feature_cache,
+                      max_seconds=max_seconds, progress=not as_json)
+    result = run_audit(cfg)
+    if as_json:
+        slim = {k: v for k, v in result.items() if k not in ("images", "robustness_images")}
+        typer.echo(dumps(slim))
+    else:
+        typer.echo(summary_table(result))
+        typer.echo(f"wrote {out / 'audit.json'} and {out / 'report.html'}")
