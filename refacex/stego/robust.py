@@ -773,10 +773,15 @@ def _candidates(img: np.ndarray) -> Iterator[_Candidate]:
 
 def extract(img: np.ndarray) -> bytes:
     """Return the bytes embedded by :func:`embed`, or raise ``NoPayloadError``."""
-    for cand in _candidates(img):
-        if cand.z < Z_MIN:
-            continue
-        data = _decode(cand, cand.uncropped)
-        if data is not None:
-            return data
+    try:
+        for cand in _candidates(img):
+            if cand.z < Z_MIN:
+                continue
+            data = _decode(cand, cand.uncropped)
+            if data is not None:
+                return data
+    except (cv2.error, ValueError, ZeroDivisionError, FloatingPointError):
+        # A degenerate synchronisation hypothesis on an unmarked or mangled image (e.g. a
+        # scale estimate that leaves no pixels): that is "no payload", never a crash.
+        pass
     raise NoPayloadError("no robust payload found in this image (or it was damaged too much)")
