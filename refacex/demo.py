@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from refacex.errors import RefacexError
 from refacex.faces import Face, FaceAnalyzer, get_recognizer
 from refacex.faces.align import warp_face
 from refacex.faces.recognizers import fingerprint
@@ -122,6 +123,9 @@ def run_demo(out_dir: Path, method: str = "swap", log=print) -> dict:
         # Sharing platforms strip metadata and re-encode: only the robust tier survives.
         shared = decode_image(encode_image(anon, ".jpg", 75))
         robust_psnr = None
+        if res.robust_faces == 0:
+            log(f"{asset.filename}: too small for the robust tier "
+                f"({img.shape[1]}x{img.shape[0]}); the vault alone carries the way back")
         try:
             rob = recover(encode_image(shared, ".png"), opener)
             write_image(out_dir / "recovered-robust" / f"{Path(asset.filename).stem}.png",
@@ -129,8 +133,9 @@ def run_demo(out_dir: Path, method: str = "swap", log=print) -> dict:
             robust_psnr = [round(_psnr(warp_face(img, f.kps, 128, 0.25).crop,
                                        warp_face(rob.image, f.kps, 128, 0.25).crop), 1)
                            for f in faces]
-        except Exception as exc:  # noqa: BLE001 - the demo reports, it does not stop
-            log(f"{asset.filename}: robust recovery failed: {exc}")
+        except RefacexError as exc:
+            if res.robust_faces:
+                log(f"{asset.filename}: robust recovery failed: {exc}")
         sims = _similarities(analyzer, img, faces, anon)
         vault_exact = all(np.array_equal(rec.image[y:y + h, x:x + w], img[y:y + h, x:x + w])
                           for x, y, w, h in (f["rect"] for f in rec.faces))
