@@ -238,3 +238,17 @@ def test_cli_unwritable_output(tmp_path, keydir, sample_paths):
             "--recipient", str(keydir / "refacex.pub"))
     assert r.returncode == 2 and "cannot create output folder" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_robust_tier_survives_border_crop_on_large_photo(swapped_t1, t1, analyzer, key):
+    # Border crops resynchronise from ~1 MP up (docs/benchmarks.md); t1 is 1280x886.
+    from refacex.audit.distortions import apply
+    from refacex.faces.align import transform_points
+
+    data, m = apply("crop2", swapped_t1.image, encode_output(swapped_t1, ".png"))
+    res = recover(data, OpenKeys(private_key=key))
+    assert res.tier == "robust" and len(res.faces) == 6
+    scores = [psnr(warp_face(t1, f.kps, 128, CROP_PADDING).crop,
+                   warp_face(res.image, transform_points(m, f.kps), 128, CROP_PADDING).crop)
+              for f in analyzer.detector.detect(t1)]
+    assert np.median(scores) >= 24.0, scores

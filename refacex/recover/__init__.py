@@ -73,11 +73,10 @@ def _centre(m: np.ndarray) -> np.ndarray:
     return invert_affine(m) @ np.array([CODE_SIZE / 2, CODE_SIZE / 2, 1.0])
 
 
-def _match(m: np.ndarray, detections: list):
+def _match(m: np.ndarray, detections: list, tolerance: float = 0.35):
     """The detection whose centre lies near the crop ``m`` describes, or None."""
     centre = _centre(m)
-    size = np.linalg.norm(invert_affine(m)[:, 0]) * CODE_SIZE
-    best, best_d = None, 0.35 * size
+    best, best_d = None, tolerance * _size(m)
     for f in detections:
         d = float(np.linalg.norm(f.box[:2] + f.box[2:] / 2 - centre))
         if d < best_d:
@@ -85,46 +84,63 @@ def _match(m: np.ndarray, detections: list):
     return best
 
 
-def _geometry(records: list, scale: np.ndarray, detections: list) -> tuple[list, str]:
+def _size(m: np.ndarray) -> float:
+    """Side length, in image pixels, of the crop that ``m`` cuts out."""
+    return float(np.linalg.norm(invert_affine(m)[:, 0]) * CODE_SIZE)
+
+
+def _geometry(records: list, original_size: tuple[int, int], shape_hw: tuple[int, int],
+              detections: list) -> tuple[list, str]:
     """Per record, the image -> code-crop transform for the received image.
 
-    The stored transforms are exact for the original; a resize is undone by ``scale``
-    (the aspect ratio survives). A border crop shifts every face by the same amount:
-    that offset is estimated from the re-detected faces (median over all of them, so the
-    jitter of landmarks on an anonymised face averages out) and applied only when it is
-    clearly not zero. Re-detected landmarks are NOT used per face: on a swapped face they
-    sit a few pixels off the original's, which would misplace the decoded face.
+    The stored transforms are exact for the original. First hypothesis: the image was
+    only resized (the aspect ratio survives), so a scale maps it back exactly. If the
+    re-detected faces do not sit where that predicts, the image was cropped (perhaps
+    also resized): a global scale + shift is fitted to the stored vs re-detected crop
+    centres (least squares over all faces, so the landmark jitter of anonymised faces
+    averages out; one face: its size ratio and centre). Re-detected landmarks are never
+    used per face: on a swapped face they sit a few pixels off the original's.
     """
-    mats = [np.asarray(r.affine, np.float64) @ scale for r in records]
-    offsets = []
-    for m in mats:
-        f = _match(m, detections)
-        if f is not None:  # the same crop, as the re-detected landmarks place it
-            offsets.append(_centre(align_matrix(f.kps, CODE_SIZE, CODE_PADDING)) - _centre(m))
-    if offsets:
-        t = np.median(np.array(offsets), axis=0)
-        size = float(np.mean([np.linalg.norm(invert_affine(m)[:, 0]) * CODE_SIZE
-                              for m in mats]))
-        if np.linalg.norm(t) > 0.08 * size:
-            shift = np.array([[1.0, 0, -t[0]], [0, 1.0, -t[1]], [0, 0, 1.0]])
-            return [m @ shift for m in mats], "stored-geometry+crop-offset"
-    return mats, "stored-geometry"
+    pw, ph = original_size
+    h, w = shape_hw
+    resize = np.array([[pw / w, 0, 0], [0, ph / h, 0], [0, 0, 1.0]])
+    mats = [np.asarray(r.affine, np.float64) @ resize for r in records]
+    pairs = []  # (original centre, original size, received centre, received size)
+    for r, m in zip(records, mats, strict=True):
+        f = _match(m, detections, tolerance=0.6)
+        if f is not None:
+            md = align_matrix(f.kps, CODE_SIZE, CODE_PADDING)
+            stored = np.asarray(r.affine, np.float64)
+            pairs.append((_centre(stored), _size(stored), _centre(md), _size(md), _centre(m)))
+    if not pairs:
+        return mats, "stored-geometry"
+    mean_size = float(np.mean([p[3] for p in pairs]))
+    miss = float(np.median([np.linalg.norm(p[2] - p[4]) for p in pairs]))
+    if miss <= 0.04 * mean_size:  # anonymised faces re-detect ~1-2 % off: still "no crop"
+        return mats, "stored-geometry"
+    o = np.array([p[0] for p in pairs])
+    c = np.array([p[2] for p in pairs])
+    if len(pairs) >= 2 and np.ptp(o, axis=0).max() > 2 * mean_size:
+        od, cd = o - o.mean(0), c - c.mean(0)
+        a = float((od * cd).sum() / (od**2).sum())
+    else:
+        a = float(np.median([p[3] / p[1] for p in pairs]))
+    t = c.mean(0) - a * o.mean(0)
+    # received -> original: p_orig = (p_received - t) / a
+    back = np.array([[1 / a, 0, -t[0] / a], [0, 1 / a, -t[1] / a], [0, 0, 1.0]])
+    return ([np.asarray(r.affine, np.float64) @ back for r in records],
+            "stored-geometry+fitted-crop")
 
 
 def _restore_robust(img: np.ndarray, payload: Payload) -> RecoverResult:
     from refacex.pipeline import analyzer
 
-    h, w = img.shape[:2]
-    pw, ph = payload.image_size
-    # The stored geometry is in the original's pixels; map to this image's size (resizes
-    # keep the aspect ratio; a small crop shifts things, which re-detection corrects).
-    s = np.array([[pw / w, 0, 0], [0, ph / h, 0], [0, 0, 1.0]])
     fa = analyzer()
     detections = fa.detector.detect(img)
     out = img.copy()
     faces = []
     fc = codec()
-    mats, how = _geometry(payload.faces, s, detections)
+    mats, how = _geometry(payload.faces, payload.image_size, img.shape[:2], detections)
     for rec, m in zip(payload.faces, mats, strict=True):
         face = _match(m, detections)
         decoded = fc.decode(rec.data)
