@@ -123,12 +123,29 @@ def paste_back(img: np.ndarray, crop: np.ndarray, matrix: np.ndarray,
     Only the face's bounding rectangle is warped, so the cost depends on the face size,
     not the photo size.
     """
-    size = crop.shape[0]
-    soft = feather_mask(size, mask, feather)
-    x, y, w, h = crop_region(matrix, size, img.shape[:2])
+    warped = warp_to_roi(crop, feather_mask(crop.shape[0], mask, feather), matrix,
+                         img.shape[:2])
     out = img.copy()
-    if w == 0 or h == 0:
+    if warped is None:
         return out
+    (x, y, w, h), face, alpha = warped
+    roi = out[y:y + h, x:x + w].astype(np.float32)
+    out[y:y + h, x:x + w] = np.clip(roi + alpha * (face.astype(np.float32) - roi) + 0.5,
+                                    0, 255).astype(np.uint8)
+    return out
+
+
+def warp_to_roi(crop: np.ndarray, soft: np.ndarray, matrix: np.ndarray,
+                shape_hw: tuple[int, int]) -> tuple[tuple[int, int, int, int], np.ndarray,
+                                                    np.ndarray] | None:
+    """Inverse-warp a canonical-space ``crop`` and its float ``soft`` mask into the image
+    rectangle the crop covers: ``(rect, warped crop, alpha (h, w, 1))``, or None if the
+    rectangle is empty. Only the rectangle is computed (cost ~ face size, not photo size).
+    """
+    size = crop.shape[0]
+    x, y, w, h = crop_region(matrix, size, shape_hw)
+    if w == 0 or h == 0:
+        return None
     # Shift the transform so the warp writes straight into the ROI.
     m_roi = np.asarray(matrix, np.float64).copy()
     m_roi[:, 2] += m_roi[:, :2] @ np.array([x, y], np.float64)
@@ -137,7 +154,4 @@ def paste_back(img: np.ndarray, crop: np.ndarray, matrix: np.ndarray,
                           borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(soft, inv, (w, h), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
-    roi = out[y:y + h, x:x + w].astype(np.float32)
-    out[y:y + h, x:x + w] = np.clip(roi + alpha * (face.astype(np.float32) - roi) + 0.5,
-                                    0, 255).astype(np.uint8)
-    return out
+    return (x, y, w, h), face, alpha

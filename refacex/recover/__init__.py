@@ -20,11 +20,11 @@ import numpy as np
 from refacex.errors import NoPayloadError, PayloadError, WrongKeyError
 from refacex.faces.align import (
     align_matrix,
-    crop_region,
     feather_mask,
     invert_affine,
     template,
     transform_points,
+    warp_to_roi,
 )
 from refacex.faces.masks import face_mask
 from refacex.io.images import decode_image
@@ -181,17 +181,11 @@ def _blend_low_frequencies(img: np.ndarray, decoded: np.ndarray, m: np.ndarray,
     received = cv2.warpAffine(img, m, (CODE_SIZE, CODE_SIZE), flags=cv2.INTER_CUBIC,
                               borderMode=cv2.BORDER_REFLECT_101)
     delta = decoded.astype(np.float32) - received.astype(np.float32)
-    x, y, w, h = crop_region(m, CODE_SIZE, img.shape[:2])
-    if w == 0 or h == 0:
+    warped = warp_to_roi(delta, feather_mask(CODE_SIZE, mask, feather=0.06), m,
+                         img.shape[:2])
+    if warped is None:
         return img
-    m_roi = np.asarray(m, np.float64).copy()
-    m_roi[:, 2] += m_roi[:, :2] @ np.array([x, y], np.float64)
-    inv = invert_affine(m_roi)
-    up = cv2.warpAffine(delta, inv, (w, h), flags=cv2.INTER_CUBIC,
-                        borderMode=cv2.BORDER_REPLICATE)
-    soft = feather_mask(CODE_SIZE, mask, feather=0.06)
-    alpha = cv2.warpAffine(soft, inv, (w, h), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
+    (x, y, w, h), up, alpha = warped
     out = img.copy()
     roi = out[y:y + h, x:x + w].astype(np.float32)
     out[y:y + h, x:x + w] = np.clip(roi + alpha * up + 0.5, 0, 255).astype(np.uint8)
