@@ -10,6 +10,7 @@ import base64
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -237,3 +238,16 @@ def test_default_gallery_is_another_photo_of_the_same_person(tmp_path, sample_pa
     assert identity_of(rels[0]) == "Ann" and identity_of("x.png") is None
     gal = default_gallery(cfg, rels)
     assert set(gal) == {"Ann"} and gal["Ann"].name == "Ann_0002.png"  # Bob has one photo
+
+
+def test_audit_reports_unreadable_files_and_exits_nonzero(tmp_path):
+    for sub in ("orig", "anon"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "x.jpg").write_text("not an image")
+    r = subprocess.run([sys.executable, "-m", "refacex", "audit", "--original",
+                        str(tmp_path / "orig"), "--anonymized", str(tmp_path / "anon"),
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "refacex: error:" in r.stderr and "not an image" in r.stderr
+    assert json.loads((tmp_path / "out" / "audit.json").read_text())["counts"]["errors"] == 1

@@ -70,3 +70,11 @@ def audit(
     else:
         typer.echo(summary_table(result))
         typer.echo(f"wrote {out / 'audit.json'} and {out / 'report.html'}")
+    if result["errors"]:
+        # Like every other command: each unreadable file is one line on stderr and the
+        # exit code says the audit is incomplete (its numbers exclude those files).
+        from refacex.cli import _err
+
+        for msg in result["errors"].values():
+            _err(msg)
+        raise typer.Exit(2)

@@ -197,12 +197,13 @@ def recover(data: bytes | Path | str, keys: OpenKeys, sidecar: bytes | None = No
     """Recover the original from an anonymised file's bytes (or path)."""
     from refacex.stego import robust, vault
 
+    name = "<bytes>"
     if isinstance(data, str | Path):
         path = Path(data)
         if sidecar is None:
             sidecar = vault.read_sidecar(path)
-        data = path.read_bytes()
-    img = decode_image(data)
+        data, name = path.read_bytes(), str(path)
+    img = decode_image(data, name=name)
     notes: list[str] = []
     vault_error: PayloadError | None = None
     try:
