@@ -136,8 +136,10 @@ def _passphrase_from(file: Path | None, env: str) -> bytes | None:
 
 
 def _output_path(outdir: Path, rel: Path, fmt: str | None) -> Path:
+    from refacex.io.images import IMAGE_SUFFIXES
+
     suffix = f".{fmt}" if fmt else rel.suffix.lower()
-    if suffix not in (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"):
+    if suffix not in IMAGE_SUFFIXES:
         suffix = ".png"
     return (outdir / rel).with_suffix(suffix)
 

@@ -16,9 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from refacex.anonymize import CROP_PADDING
+from refacex.audit.metrics import psnr
 from refacex.errors import RefacexError
 from refacex.faces import Face, FaceAnalyzer, get_recognizer
 from refacex.faces.align import warp_face
+from refacex.faces.detect import match_detection
 from refacex.faces.recognizers import fingerprint
 from refacex.io.images import (
     decode_image,
@@ -70,11 +73,6 @@ def run_analysis_demo(out_dir: Path, log=print) -> dict:
     return report
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
 def _similarities(analyzer: FaceAnalyzer, orig: np.ndarray, faces: list[Face],
                   other: np.ndarray) -> dict[str, list[float]]:
     """Per recogniser, native score between each original face and the face re-detected
@@ -82,18 +80,14 @@ def _similarities(analyzer: FaceAnalyzer, orig: np.ndarray, faces: list[Face],
     found = analyzer.detector.detect(other)
     out: dict[str, list] = {"sface": [], "dlib": []}
     for f in faces:
-        c = f.box[:2] + f.box[2:] / 2
-        match = min(found, key=lambda g: np.linalg.norm(g.box[:2] + g.box[2:] / 2 - c),
-                    default=None)
-        ok = match is not None and np.linalg.norm(match.box[:2] + match.box[2:] / 2 - c) < \
-            0.5 * f.box[2]
+        match, _ = match_detection(f, found)
         for name in out:
-            rec = get_recognizer(name)
-            if not ok:
+            if match is None:
                 out[name].append(None)
                 continue
             analyzer.describe(other, match, pose=False, recognizers=(name,))
-            out[name].append(round(rec.score(f.embeddings[name], match.embeddings[name]), 3))
+            out[name].append(round(get_recognizer(name).score(f.embeddings[name],
+                                                              match.embeddings[name]), 3))
     return out
 
 
@@ -130,8 +124,8 @@ def run_demo(out_dir: Path, method: str = "swap", log=print) -> dict:
             rob = recover(encode_image(shared, ".png"), opener)
             write_image(out_dir / "recovered-robust" / f"{Path(asset.filename).stem}.png",
                         rob.image)
-            robust_psnr = [round(_psnr(warp_face(img, f.kps, 128, 0.25).crop,
-                                       warp_face(rob.image, f.kps, 128, 0.25).crop), 1)
+            robust_psnr = [round(psnr(warp_face(img, f.kps, 128, CROP_PADDING).crop,
+                                      warp_face(rob.image, f.kps, 128, CROP_PADDING).crop), 1)
                            for f in faces]
         except RefacexError as exc:
             if res.robust_faces:

@@ -265,19 +265,14 @@ class SwapAnonymizer(Anonymizer):
 
     def _redetect(self, img: np.ndarray, ctx: FaceContext):
         """The swapped face as a detector sees it now (image coordinates), or None."""
-        from refacex.faces.detect import _detector
+        from refacex.faces.detect import _detector, match_detection
 
         x, y, w, h = ctx.rect
-        roi = np.ascontiguousarray(img[y:y + h, x:x + w])
-        centre = ctx.face.box[:2] + ctx.face.box[2:] / 2 - np.array([x, y])
-        found = [f for f in _detector().detect(roi)
-                 if np.linalg.norm(f.box[:2] + f.box[2:] / 2 - centre) < 0.5 * ctx.face.box[2]]
-        if not found:
-            return None
-        f = found[0]
-        f.box = f.box + np.array([x, y, 0, 0], np.float32)
-        f.kps = f.kps + np.array([x, y], np.float32)
-        return f
+        found = _detector().detect(np.ascontiguousarray(img[y:y + h, x:x + w]))
+        for f in found:
+            f.box = f.box + np.array([x, y, 0, 0], np.float32)
+            f.kps = f.kps + np.array([x, y], np.float32)
+        return match_detection(ctx.face, found)[0]
 
     def _pose_error(self, img: np.ndarray, ctx: FaceContext, ref, seen) -> float:
         """Largest yaw/pitch change (degrees) of the swapped face, read as the audit

@@ -24,33 +24,10 @@ import numpy as np
 from refacex.audit.lighting import face_normals, fit_sh_lighting, light_angle_deg
 from refacex.audit.metrics import ciede2000, mean_skin_lab, psnr_outside, ssim_outside
 from refacex.faces import Face
+from refacex.faces.detect import IOU_MATCH, iou, match_detection  # noqa: F401 (re-export)
 from refacex.faces.landmarks import eye_openness, mouth_openness
 from refacex.faces.masks import face_mask, part_mask
 from refacex.faces.pose import estimate_pose
-
-IOU_MATCH = 0.3  # a detection "at the original's location"
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
-    ax0, ay0, aw, ah = (float(v) for v in a)
-    bx0, by0, bw, bh = (float(v) for v in b)
-    ix = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
-    iy = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
-
-
-def match_detection(orig: Face, found: list[Face]) -> tuple[Face | None, float]:
-    """The detection in the anonymised image that overlaps the original face most
-    (IoU > 0.3), and that IoU."""
-    best, best_iou = None, 0.0
-    for f in found:
-        v = iou(orig.box, f.box)
-        if v > best_iou:
-            best, best_iou = f, v
-    return (best, best_iou) if best_iou > IOU_MATCH else (None, best_iou)
 
 
 def procrustes_distance(a: np.ndarray, b: np.ndarray, iod: float) -> float:

@@ -38,6 +38,33 @@ def _nms(faces: list[Face], iou_thresh: float = 0.4) -> list[Face]:
     return kept
 
 
+IOU_MATCH = 0.3  # a detection "at the original's location"
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ax0, ay0, aw, ah = (float(v) for v in a)
+    bx0, by0, bw, bh = (float(v) for v in b)
+    ix = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    iy = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_detection(orig: Face, found: list[Face]) -> tuple[Face | None, float]:
+    """The detection that overlaps ``orig`` most (IoU > ``IOU_MATCH``), and that IoU.
+
+    The one definition of "the same face, found again" (after anonymisation, in the
+    audit, the swap's privacy check and the demo)."""
+    best, best_iou = None, 0.0
+    for f in found:
+        v = iou(orig.box, f.box)
+        if v > best_iou:
+            best, best_iou = f, v
+    return (best, best_iou) if best_iou > IOU_MATCH else (None, best_iou)
+
+
 class YuNetDetector:
     """Detects faces; ``detect(img)`` returns ``Face`` objects sorted left to right."""
 
