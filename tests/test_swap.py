@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from refacex.anonymize import get_method
 from refacex.anonymize.base import FaceContext
-from refacex.anonymize.donors import DonorBank, load_bank
+from refacex.anonymize.donors import MIN_MEMBERS, DonorBank, load_bank
 from refacex.anonymize.swap import SwapAnonymizer
 from refacex.faces import get_recognizer
 from refacex.faces.detect import match_detection
@@ -39,6 +40,26 @@ def swapped(analyzer, t1, astronaut):
 def _matched(faces, new):
     for f in faces:
         yield f, match_detection(f, new)[0]
+
+
+def test_shipped_donors_are_group_averages():
+    bank = load_bank()
+    assert 12 <= len(bank) <= 24
+    assert int(bank.counts.min()) >= MIN_MEMBERS
+    assert bank.images.shape[1:] == (256, 256, 3) and bank.images.dtype == np.uint8
+    assert bank.landmarks.shape == (len(bank), 68, 2)
+    assert len(set(bank.ids)) == len(bank)
+
+
+def test_router_builds_swap():
+    m = get_method("swap", strength=0.5)
+    assert m.name == "swap" and m.replaces_identity and m.strength == 0.5
+
+
+def test_every_face_still_detected(swapped):
+    for _img, _anon, faces, _ctxs, new in swapped.values():
+        assert len(new) == len(faces)
+        assert all(m is not None for _f, m in _matched(faces, new))
 
 
 @pytest.mark.parametrize("rec_name", RECOGNISERS)
