@@ -53,6 +53,7 @@ class AnonymizeResult:
     vault: bytes | None = None  # sealed vault payload, to attach to the output file
     robust_bytes: int = 0  # size of the payload embedded in the pixels
     robust_faces: int = 0  # faces whose code fits in the robust tier
+    robust_dense: bool = False  # the denser (less downscale+JPEG-proof) layout was needed
     timings_ms: dict[str, float] = field(default_factory=dict)
     detected: list[Face] = field(default_factory=list)
 
@@ -177,11 +178,19 @@ def anonymize(image: np.ndarray, keys: SealKeys, method: str = "swap", strength:
         from refacex.stego import robust
 
         t0 = time.perf_counter()
-        capacity = robust.capacity_bytes(h, w)
-        blob, sizes = build_robust_payload(image, [(i, f) for i, f, _ in edited], keys,
-                                           capacity)
+        todo = [(i, f) for i, f, _ in edited]
+        blob, sizes = build_robust_payload(image, todo, keys, robust.capacity_bytes(h, w))
+        dense = False
+        if sum(1 for s in sizes if s) < len(todo):
+            # Some face got no code (small photo, public-key overhead, many faces): the
+            # denser layout trades robustness to downscale+JPEG for ~45 % more bytes.
+            d_blob, d_sizes = build_robust_payload(image, todo, keys,
+                                                   robust.capacity_bytes(h, w, dense=True))
+            if sum(1 for s in d_sizes if s) > sum(1 for s in sizes if s):
+                blob, sizes, dense = d_blob, d_sizes, True
         if blob is not None:
-            result.image = robust.embed(out, blob)
+            result.image = robust.embed(out, blob, dense=dense)
+            result.robust_dense = dense
             result.robust_bytes = len(blob)
             for (i, _f, _ctx), size in zip(edited, sizes, strict=True):
                 reports[i].robust_code_bytes = size

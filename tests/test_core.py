@@ -241,14 +241,34 @@ def test_cli_unwritable_output(tmp_path, keydir, sample_paths):
 
 
 def test_robust_tier_survives_border_crop_on_large_photo(swapped_t1, t1, analyzer, key):
-    # Border crops resynchronise from ~1 MP up (docs/benchmarks.md); t1 is 1280x886.
+    # t1 (1280x886): the pilot route resynchronises; faces are placed by the decoder's
+    # own geometry (measured 23.4-28.8 dB per face after crop2).
     from refacex.audit.distortions import apply
     from refacex.faces.align import transform_points
 
     data, m = apply("crop2", swapped_t1.image, encode_output(swapped_t1, ".png"))
     res = recover(data, OpenKeys(private_key=key))
     assert res.tier == "robust" and len(res.faces) == 6
+    assert all(f["placed_by"] == "decoder-geometry" for f in res.faces)
     scores = [psnr(warp_face(t1, f.kps, 128, CROP_PADDING).crop,
                    warp_face(res.image, transform_points(m, f.kps), 128, CROP_PADDING).crop)
               for f in analyzer.detector.detect(t1)]
-    assert np.median(scores) >= 24.0, scores
+    assert np.median(scores) >= 25.0 and min(scores) >= 22.0, scores
+
+
+@pytest.mark.parametrize("crop", ["crop2", "crop5"])
+def test_robust_tier_survives_border_crop_on_small_photo(swapped, astronaut, analyzer, key, crop):
+    # The 512x512 astronaut is too small for the pilot's spectral peak: the crop route
+    # (known scales, pilot phase, lattice fit) finds the grid. Measured 27.0 / 26.2 dB.
+    from refacex.audit.distortions import apply
+    from refacex.faces.align import transform_points
+
+    data, m = apply(crop, swapped.image, encode_output(swapped, ".png"))
+    res = recover(data, OpenKeys(private_key=key))
+    assert res.tier == "robust"
+    f = analyzer.detector.detect(astronaut)[0]
+    score = psnr(warp_face(astronaut, f.kps, 128, CROP_PADDING).crop,
+                 warp_face(res.image, transform_points(m, f.kps), 128, CROP_PADDING).crop)
+    assert score >= 25.0, score
+
+

@@ -83,8 +83,13 @@ def k1() -> X25519PrivateKey:
 
 
 @pytest.fixture
-def k2() -> X25519PrivateKey:
-    return X25519PrivateKey.generate()
+def k2(k1: X25519PrivateKey) -> X25519PrivateKey:
+    """Another key whose 1-byte compact hint differs from k1's (1 in 256 random keys share
+    it; that case is tested on its own), so wrong-key expectations are deterministic."""
+    while True:
+        k = X25519PrivateKey.generate()
+        if crypto.key_id(k.public_key())[0] != crypto.key_id(k1.public_key())[0]:
+            return k
 
 
 # ------------------------------------------------------------------------------ round trips
@@ -161,6 +166,27 @@ def test_compact_seals_for_first_recipient_only(k1: X25519PrivateKey, k2: X25519
         crypto.open_sealed(blob, private_key=k2)
 
 
+def test_compact_wrong_key_sharing_the_hint_byte_reads_as_tampered(k1: X25519PrivateKey):
+    """Documented limit of the 1-byte hint: 1 wrong key in 256 gets past it, and a 64-bit
+    GCM tag cannot tell "wrong key" from "changed bytes"; it never decrypts, and the
+    message names both causes."""
+    hint = crypto.key_id(k1.public_key())[0]
+    while True:
+        other = X25519PrivateKey.generate()
+        if crypto.key_id(other.public_key())[0] == hint and other.private_bytes_raw() != (
+            k1.private_bytes_raw()
+        ):
+            break
+    blob = fmt.encode_payload(_payload("robust", 1), recipients=[k1.public_key()])
+    with pytest.raises(TamperedPayloadError, match="another key"):
+        fmt.decode_payload(blob, private_key=other)
+    # A flipped ciphertext byte with the right key gets the same class (and message).
+    bad = bytearray(blob)
+    bad[-1] ^= 1
+    with pytest.raises(TamperedPayloadError):
+        fmt.decode_payload(bytes(bad), private_key=k1)
+
+
 @pytest.mark.parametrize("compact", [False, True])
 def test_wrong_passphrase_is_wrong_key(compact: bool) -> None:
     blob = fmt.encode_payload(_payload("robust"), passphrase=b"right", compact=compact)
@@ -205,9 +231,11 @@ def _layout(mode: str, n_recipients: int = 1) -> list[tuple[int, type[Exception]
     elif mode == "passphrase":
         # mode, log2_n (4->5 still valid), r (8->9 valid), p (1->0 invalid), salt, check, nonce
         spans = [(1, T), (1, W), (1, W), (1, T), (16, W), (4, W), (12, T)]
-    elif mode == "compact-public-key":
+    elif mode == "compact-public-key":  # mode, ephemeral pub, 1-byte key-id hint
+        spans = [(1, T), (32, T), (1, W)]
+    elif mode == "compact-public-key-legacy":  # 0x44: 2-byte hint
         spans = [(1, T), (32, T), (2, W)]
-    else:  # compact-passphrase: mode, log2_n, salt, check
+    else:  # compact-passphrase (new and legacy): mode, log2_n, salt, check
         spans = [(1, T), (1, W), (8, W), (2, W)]
     out: list[tuple[int, type[Exception]]] = []
     for length, exc in spans:
@@ -221,11 +249,24 @@ CASES = [
     ("passphrase", 0),
     ("compact-public-key", 1),
     ("compact-passphrase", 0),
+    ("compact-public-key-legacy", 1),
+    ("compact-passphrase-legacy", 0),
 ]
+
+
+def _seal_legacy(p: Payload, recipient: X25519PrivateKey | None) -> bytes:
+    """A robust payload as refacex 1.0 wrote it (mode 0x44 / 0x88, envelope version 1.0)."""
+    env = _envelope(minor=0, tier=fmt.TIERS[p.tier])
+    pt = fmt.encode_plaintext(p, compact=True)
+    if recipient is None:
+        return env + crypto._seal_compact_passphrase_legacy(pt, b"pw", env)
+    return env + crypto._seal_compact_pubkey_legacy(pt, recipient.public_key(), env)
 
 
 def _seal_case(mode: str, n: int, k1: X25519PrivateKey, k2: X25519PrivateKey) -> bytes:
     p = _payload("robust", n_faces=1)
+    if mode.endswith("-legacy"):
+        return _seal_legacy(p, None if "passphrase" in mode else k1)
     compact = mode.startswith("compact")
     if "passphrase" in mode:
         return fmt.encode_payload(p, passphrase=b"pw", compact=compact)
@@ -245,8 +286,8 @@ def test_every_byte_flip_is_classified(
     expected: list[type[Exception]] = [N, N, N, T, T, T]  # magic x3, version, tier, faces
     expected += [exc for _, exc in header]
     body = len(blob) - len(expected)
-    assert body > crypto.TAG_LEN
-    expected += [T] * body  # ciphertext and its 16-byte tag
+    assert body > fmt.inspect_payload(blob)["tag_bytes"]
+    expected += [T] * body  # ciphertext and its tag (16 bytes, or 8 in the new compact modes)
     seen = set()
     for pos, exc in enumerate(expected):
         bad = bytearray(blob)
@@ -291,6 +332,123 @@ def test_two_seals_differ(mode: str, n: int, k1: X25519PrivateKey, k2: X25519Pri
     if not mode.startswith("compact"):
         assert pa.nonce != pb.nonce
     assert pa.ciphertext != pb.ciphertext
+
+
+# ------------------------------------------------- compact AES-GCM-64 modes, legacy compact modes
+
+
+def test_mode_bytes_differ_in_at_least_4_bits() -> None:
+    values = list(crypto.MODE_NAMES)
+    assert len(values) == 6
+    for i, a in enumerate(values):
+        for b in values[i + 1 :]:
+            assert bin(a ^ b).count("1") >= 4, (hex(a), hex(b))
+
+
+@pytest.mark.parametrize("kind", ["public-key", "passphrase"])
+def test_new_compact_seals_use_gcm64(kind: str, k1: X25519PrivateKey) -> None:
+    key = {"recipients": [k1.public_key()]} if kind == "public-key" else {"passphrase": b"pw"}
+    blob = fmt.encode_payload(_payload("robust", 1), **key)
+    info = fmt.inspect_payload(blob)
+    assert info["mode"] == f"compact-{kind}" and info["version"] == "1.1"
+    assert info["aead"] == "aes-256-gcm" and info["tag_bytes"] == crypto.COMPACT_TAG_LEN == 8
+    pubkey = kind == "public-key"
+    assert blob[ENV] == (crypto.MODE_COMPACT_PUBKEY if pubkey else crypto.MODE_COMPACT_PASSPHRASE)
+    if kind == "public-key":
+        assert info["key_id_hint"] == crypto.key_id(k1.public_key())[:1].hex()
+
+
+@pytest.mark.parametrize("kind", ["public-key", "passphrase"])
+def test_compact_tag_is_standard_gcm_tag_truncated(kind: str, k1: X25519PrivateKey) -> None:
+    """The ciphertext is plain AES-256-GCM (zero nonce, AD = aad || header) and the stored
+    tag is the first 8 bytes of the standard 16-byte tag: checked against AESGCM."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    pt, aad = b"a robust face code", b"envelope"
+    if kind == "public-key":
+        sealed = crypto.seal(pt, recipients=[k1.public_key()], aad=aad, compact=True)
+        p = crypto._parse(sealed)
+        eph = crypto.X25519PublicKey.from_public_bytes(p.eph_pub)
+        raw = crypto.raw_public(k1.public_key())
+        key = crypto._hkdf(k1.exchange(eph), p.eph_pub + raw, crypto._COMPACT_GCM_INFO)
+    else:
+        sealed = crypto.seal(pt, passphrase=b"pw", aad=aad, compact=True)
+        p = crypto._parse(sealed)
+        assert p.params is not None
+        key, _ = crypto.scrypt_derive(b"pw", p.salt, p.params, crypto.COMPACT_CHECK_LEN)
+    full = AESGCM(key).encrypt(bytes(12), pt, aad + p.header)
+    assert p.ciphertext == full[:-16] + full[-16:-8]
+    assert len(sealed) - len(pt) == crypto.overhead(f"compact-{kind}")
+
+
+def test_compact_gcm_refuses_a_truncated_or_extended_tag(k1: X25519PrivateKey) -> None:
+    blob = crypto.seal(b"code", recipients=[k1.public_key()], compact=True)
+    for bad in (blob[:-1], blob + b"\x00", blob[:-8] + bytes(8), blob[:-4]):
+        with pytest.raises(TamperedPayloadError):
+            crypto.open_sealed(bad, private_key=k1)
+
+
+# Written by refacex 1.0 (modes 0x44 / 0x88) before the AES-GCM-64 modes existed: the key is
+# X25519 private bytes 01 02 .. 20, the passphrase b"legacy pw" (scrypt log2 N = 4); the
+# payload is one pca-v1 face with data 00 01 .. 06 in a 250x250 image.
+LEGACY_KEY = bytes(range(1, 33))
+LEGACY_PUBKEY_BLOB = bytes.fromhex(
+    "524658100201442707689ea844bebd2cedacff20f6a13eef0a30edc7575936b99b7bf70ff2c649aaa849"
+    "2b631633b5c918a2af4532d7031af0c760904afd3d2fe0bf3268e1395e39af9581eb939f39a6001275"
+)
+LEGACY_PASSPHRASE_BLOB = bytes.fromhex(
+    "524658100201880404ca8c536e33d6746d82d7d8b254b4c3c086c6e4ac0e4e9d31bfba6a65d99d32b0"
+    "aa8f8ac3fa9182e0703ce09df5fe030be6b9a3"
+)
+
+
+def test_legacy_compact_fixtures_still_open(k1: X25519PrivateKey) -> None:
+    legacy_key = X25519PrivateKey.from_private_bytes(LEGACY_KEY)
+    for blob, key, mode in (
+        (LEGACY_PUBKEY_BLOB, {"private_key": legacy_key}, "compact-public-key-legacy"),
+        (LEGACY_PASSPHRASE_BLOB, {"passphrase": b"legacy pw"}, "compact-passphrase-legacy"),
+    ):
+        info = fmt.inspect_payload(blob)
+        assert (info["version"], info["mode"], info["aead"], info["tag_bytes"]) == (
+            "1.0", mode, "chacha20-poly1305", 16
+        )
+        out = fmt.decode_payload(blob, **key)
+        assert out.tier == "robust" and out.image_size == (250, 250)
+        assert [(f.codec, f.data, f.crop_size) for f in out.faces] == [
+            ("pca-v1", bytes(range(7)), 48)
+        ]
+    with pytest.raises(WrongKeyError):
+        fmt.decode_payload(LEGACY_PUBKEY_BLOB, private_key=k1)
+    with pytest.raises(WrongKeyError):
+        fmt.decode_payload(LEGACY_PASSPHRASE_BLOB, passphrase=b"not it")
+    bad = bytearray(LEGACY_PUBKEY_BLOB)
+    bad[-3] ^= 1
+    with pytest.raises(TamperedPayloadError):
+        fmt.decode_payload(bytes(bad), private_key=legacy_key)
+
+
+@pytest.mark.parametrize("kind", ["public-key", "passphrase"])
+def test_legacy_compact_round_trip_and_wrong_key(
+    kind: str, k1: X25519PrivateKey, k2: X25519PrivateKey
+) -> None:
+    p = _payload("robust", n_faces=2)
+    p.faces[1].mask = None  # compact records need no mask
+    blob = _seal_legacy(p, k1 if kind == "public-key" else None)
+    assert fmt.inspect_payload(blob)["mode"] == f"compact-{kind}-legacy"
+    right = {"private_key": k1} if kind == "public-key" else {"passphrase": b"pw"}
+    wrong = {"private_key": k2} if kind == "public-key" else {"passphrase": b"pw2"}
+    _assert_same(p, fmt.decode_payload(blob, **right), affine_tol_px=0.16)
+    with pytest.raises(WrongKeyError):
+        fmt.decode_payload(blob, **wrong)
+
+
+def test_new_compact_is_smaller_than_legacy() -> None:
+    assert crypto.overhead("compact-public-key") == 42 <= crypto.overhead(
+        "compact-public-key-legacy"
+    ) - 9
+    assert crypto.overhead("compact-passphrase") == crypto.overhead(
+        "compact-passphrase-legacy"
+    ) - 8
 
 
 # ------------------------------------------------------------------------------------ keys
@@ -417,7 +575,9 @@ def test_passphrase_file(tmp_path: Path) -> None:
 # -------------------------------------------------------------------- format evolution rules
 
 
-def _envelope(major: int = fmt.FORMAT_MAJOR, minor: int = fmt.FORMAT_MINOR, tier: int = 1):
+def _envelope(
+    major: int = fmt.FORMAT_MAJOR, minor: int = fmt.FORMAT_MINOR, tier: int = 1
+) -> bytes:
     return fmt.MAGIC + bytes([(major << 4) | minor, tier, 1])
 
 
@@ -477,7 +637,7 @@ def test_malformed_authenticated_plaintext_is_payload_error(k1: X25519PrivateKey
 def test_inspect_needs_no_key_and_shows_no_face_data(k1: X25519PrivateKey) -> None:
     blob = fmt.encode_payload(_payload("vault"), passphrase=b"pw")
     info = fmt.inspect_payload(blob)
-    assert info["version"] == "1.0" and info["tier"] == "vault" and info["mode"] == "passphrase"
+    assert info["version"] == "1.1" and info["tier"] == "vault" and info["mode"] == "passphrase"
     assert info["recipients"] == 0 and info["scrypt"] == CHEAP.as_dict()
     # The face count is visible (clear, authenticated); no face data is.
     assert info["faces"] == len(_payload("vault").faces)
@@ -508,8 +668,10 @@ def test_crypto_overhead_matches_documented_numbers(k1: X25519PrivateKey) -> Non
         ("public-key", 1): 118,
         ("public-key", 2): 174,
         ("passphrase", 0): 52,
-        ("compact-public-key", 1): 51,
-        ("compact-passphrase", 0): 28,
+        ("compact-public-key", 1): 42,
+        ("compact-passphrase", 0): 20,
+        ("compact-public-key-legacy", 1): 51,
+        ("compact-passphrase-legacy", 0): 28,
     }
     k2 = X25519PrivateKey.generate()
     for (mode, n), number in documented.items():

@@ -90,6 +90,15 @@ def photo_small() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
+def marked_vga() -> tuple[np.ndarray, bytes]:
+    """A 640x480 photo filled to capacity: too small for the pilot's spectral peak, so
+    crops are found by the crop route (known scales, pilot phase, lattice fit)."""
+    photo = cv2.resize(_sample("t1"), (640, 480), interpolation=cv2.INTER_AREA)
+    data = np.random.default_rng(9).bytes(capacity_bytes(480, 640))
+    return embed(photo, data), data
+
+
+@pytest.fixture(scope="module")
 def marked_large(photo_large: np.ndarray) -> tuple[np.ndarray, bytes]:
     h, w = photo_large.shape[:2]
     data = np.random.default_rng(7).bytes(min(capacity_bytes(h, w), 300))
@@ -130,6 +139,19 @@ def test_large_photo_survives(marked_large, attack: str) -> None:
 def test_small_photo_survives(marked_small, attack: str) -> None:
     img, data = marked_small
     assert extract(COMMON[attack](img)) == data
+
+
+VGA_CROPS: dict[str, Attack] = {
+    "crop2": _crop(0.02, 0.02, 0.02, 0.02),
+    "crop3_left_top": _crop(0.03, 0.03, 0.0, 0.0),
+    "crop5_right_bottom": _crop(0.0, 0.0, 0.05, 0.05),
+}
+
+
+@pytest.mark.parametrize("attack", list(VGA_CROPS))
+def test_vga_photo_survives_border_crops(marked_vga, attack: str) -> None:
+    img, data = marked_vga
+    assert extract(VGA_CROPS[attack](img)) == data
 
 
 def test_png_roundtrip_strips_nothing(marked_small) -> None:

@@ -94,12 +94,14 @@ def test_pose_kept(swapped):
             errs.append((abs(m.pose.yaw - f.pose.yaw), abs(m.pose.pitch - f.pose.pitch)))
     errs_a = np.array(errs)
     assert len(errs_a) >= 4
-    # Median within 5°. Single faces may drift further when privacy needs it: the swap
-    # prefers a candidate that keeps the pose within 4°, but takes a private one over a
-    # faithful one (measured: t1 face 0, rolled 27°, ~7° yaw; the astronaut, which needs
-    # the escalated swap, ~8° pitch).
-    assert np.median(errs_a[:, 0]) < 5.0 and errs_a[:, 0].max() < 10.0, errs_a  # yaw
-    assert np.median(errs_a[:, 1]) < 5.0 and errs_a[:, 1].max() < 10.0, errs_a  # pitch
+    # Every face within 5° (the requirement). The swap holds its new landmarks at the
+    # face's own PnP pose and verifies the pose as this test measures it (full-image
+    # detection, 68 points, PnP; at most 4°), re-rendering against texture-induced drift.
+    # Measured: median 1.4° yaw / 1.6° pitch, max 3.6° yaw and 2.3° pitch (both t1 face
+    # 5, yaw -43°); before, t1 face 0 (rolled 27°) drifted 7.3° in yaw, t1 face 2 5.1°
+    # in yaw and the escalated astronaut 7.4° in pitch.
+    assert np.median(errs_a[:, 0]) < 5.0 and errs_a[:, 0].max() < 5.0, errs_a  # yaw
+    assert np.median(errs_a[:, 1]) < 5.0 and errs_a[:, 1].max() < 5.0, errs_a  # pitch
 
 
 def test_writes_only_inside_rect(swapped):

@@ -21,6 +21,12 @@ deviation from the population mean shape (rotated/scaled into the face) is added
 the face's own left-right-symmetric deviation (widths; heights at ``sym_y``) is
 removed, faded out with |yaw| because foreshortening is symmetric too. Moving towards
 the donor's raw (frontal) landmarks instead was tried and turned faces by up to 20°.
+Even these offsets change the 68-point PnP pose (a longer nose or a narrower face reads
+as pitch or yaw: up to ~10° on the samples, more with the escalated settings), so the
+new landmarks are then held at the face's own PnP pose by a smooth least-norm
+correction (``hold_pose``). What remains is the donor *texture* moving the points dlib
+finds (up to ~9° of yaw on the rolled face 0 of the t1 sample); the verification loop
+in ``apply`` measures that as the audit does and re-renders against it.
 All work happens in the 256 px canonical crop; only ``ctx.rect`` of the image is written.
 """
 
@@ -36,7 +42,7 @@ from refacex.anonymize.donors import DonorBank, border_points, load_bank, piecew
 from refacex.audit.lighting import face_normals, fit_sh_lighting, transfer_shading
 from refacex.faces.align import paste_back, similarity_transform, transform_points
 from refacex.faces.masks import face_mask, part_mask
-from refacex.faces.pose import estimate_pose
+from refacex.faces.pose import PNP_POINTS, estimate_pose
 from refacex.faces.recognizers import get_recognizer
 
 #: Resolution of the lighting fit: shading is low-frequency, 64 px is plenty and ~16x
@@ -47,6 +53,11 @@ _SH_SIZE = 64
 _GAIN_MIN, _GAIN_MAX = 0.6, 1.6
 #: |yaw| (degrees) at which the removal of the face's own symmetric shape reaches 0.
 _YAW_FADE = 25.0
+#: Re-detection region for the checks: the edit rectangle plus this margin (px), its
+#: origin snapped to YuNet's coarsest stride so the result matches a full-image detection.
+_DETECT_MARGIN, _DETECT_STRIDE = 128, 32
+#: Escalation candidates: donors whose risk is within this of the least risky one.
+_ESCALATE_BAND = 0.02
 #: Left-right mirror permutation of the iBUG 68 points.
 _MIRROR = np.array(
     list(range(16, -1, -1)) + list(range(26, 21, -1)) + list(range(21, 16, -1))
@@ -54,6 +65,66 @@ _MIRROR = np.array(
     + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
     + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]
     + [64, 63, 62, 61, 60, 67, 66, 65])
+
+
+def hold_pose(lm: np.ndarray, target: np.ndarray, shape_hw: tuple[int, int],
+              goal: tuple[float, float, float], iters: int = 3, tol: float = 0.5) -> np.ndarray:
+    """``target`` (68 image points) moved so that its PnP pose (``estimate_pose``, as the
+    audit reads it) is ``goal`` (yaw, pitch, roll).
+
+    The correction is a smooth field — Gaussian bumps (sigma 0.4 inter-ocular distances,
+    on the face's own points ``lm``) centred on the 14 points the PnP reads, evaluated
+    at all 68 — of least norm, found by damped Gauss-Newton (numerical Jacobian, ~30 PnP
+    solves per step, 1-2 steps typically). Where that does not reach ``tol`` degrees of
+    yaw/pitch (the PnP is ill-conditioned for some faces), the shape change is scaled
+    back towards ``lm`` until it does: pose wins over shape."""
+    lm = np.asarray(lm, np.float64)
+    t = np.asarray(target, np.float64)
+    iod = float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
+    d2 = ((lm[:, None, :] - lm[None, PNP_POINTS, :]) ** 2).sum(-1)
+    basis = np.exp(-d2 / (2.0 * (0.4 * iod) ** 2))  # (68, 14)
+    goal_a = np.asarray(goal, np.float64)
+    n_par = 2 * len(PNP_POINTS)
+
+    def residual(pts: np.ndarray) -> np.ndarray:
+        r = np.array(estimate_pose(pts, shape_hw).as_tuple()) - goal_a
+        r[2] = (r[2] + 180.0) % 360.0 - 180.0  # roll wraps
+        return r
+
+    def worst(r: np.ndarray) -> float:
+        return float(np.abs(r).max()) if np.isfinite(r).all() else np.inf
+
+    cur, r = t, residual(t)
+    eps = 0.02 * iod
+    for _ in range(iters):
+        if worst(r) < 0.1:
+            break
+        jac = np.zeros((3, n_par))
+        for j in range(n_par):
+            w = np.zeros(n_par)
+            w[j] = eps
+            jac[:, j] = (residual(cur + basis @ w.reshape(-1, 2)) - r) / eps
+        if not np.isfinite(jac).all():
+            break
+        step = basis @ (-np.linalg.pinv(jac, rcond=1e-3) @ r).reshape(-1, 2)
+        for lam in (1.0, 0.5, 0.25):  # backtrack: the PnP is not linear far out
+            cand = cur + lam * step
+            rc = residual(cand)
+            if worst(rc) < worst(r):
+                cur, r = cand, rc
+                break
+        else:
+            break
+    if not worst(r[:2]) < tol:
+        lo, hi = 0.0, 1.0  # bisect the largest share of the change that keeps the pose
+        for _ in range(6):
+            mid = 0.5 * (lo + hi)
+            if worst(residual(lm + mid * (cur - lm))[:2]) < tol:
+                lo = mid
+            else:
+                hi = mid
+        cur = lm + lo * (cur - lm)
+    return cur.astype(np.float32)
 
 
 def _lab_stats(lab: np.ndarray, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,16 +140,29 @@ class SwapAnonymizer(Anonymizer):
     ``eye_dilate`` is the dilation (crop px) of the kept eye/mouth-interior region;
     0 keeps only the eyelid opening (iris, pupil, sclera) — less identity leaks.
     ``eye_keep`` < 1 blends the donor's eyes in too (0: donor eyes, gaze lost).
-    ``own_beta`` / ``sym_y``: how much of the face's own symmetric shape is removed.
+    ``own_beta`` / ``sym_y``: how much of the face's own symmetric shape is removed;
+    ``yaw_fade``: the |yaw| at which that removal has faded to 0 (the last escalation
+    lifts it: with ``hold_pose`` the pose no longer depends on it).
     ``forehead``: height of the replaced forehead band (x brow-to-nose distance).
+    ``keep_pose``: hold the new landmarks at the face's own PnP pose (``hold_pose``;
+    not for near-profile faces, |yaw| > 45, whose 68-point pose is unreliable).
+    ``max_pose_error`` / ``pose_retries``: the verified yaw/pitch tolerance (degrees),
+    and how often a private candidate that misses it is re-rendered aimed against the
+    measured change.
     """
 
     name = "swap"
+    yaw_fade = _YAW_FADE
     replaces_identity = True
-    #: Stronger settings tried, in order, when no donor alone gets below the target.
+    #: Stronger settings tried, in order, when no donor alone gets below the target
+    #: (each of up to two of the least risky donors goes up this ladder, see ``apply``).
+    #: All are pose-held (``keep_pose``): they cost gaze (donor eyes) and shape
+    #: fidelity, not head pose.
     ESCALATION = ({"eye_keep": 0.5, "shape_alpha": 1.3},
                   {"eye_keep": 0.0, "shape_alpha": 1.6},
-                  {"eye_keep": 0.0, "shape_alpha": 2.0, "sym_y": 0.5, "own_beta": 1.5})
+                  {"eye_keep": 0.0, "shape_alpha": 2.0, "sym_y": 0.5, "own_beta": 1.5},
+                  {"eye_keep": 0.0, "shape_alpha": 2.0, "sym_y": 1.0, "own_beta": 2.0,
+                   "yaw_fade": 90.0})
 
     def __init__(self, strength: float = 1.0, shape_alpha: float = 1.0, eye_dilate: int = 0,
                  shading: bool = True, forehead: float = 0.9, own_beta: float = 1.0,
@@ -86,7 +170,8 @@ class SwapAnonymizer(Anonymizer):
                  bank: DonorBank | None = None, verify: bool = True,
                  verify_margin: float = 0.08, max_tries: int = 10,
                  verify_dlib: bool = True, verify_margin_dlib: float = 0.05,
-                 max_pose_error: float = 4.0) -> None:
+                 max_pose_error: float = 4.0, keep_pose: bool = True,
+                 pose_retries: int = 2) -> None:
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
         self.strength = float(strength)
@@ -104,6 +189,8 @@ class SwapAnonymizer(Anonymizer):
         self.verify_dlib = verify_dlib
         self.verify_margin_dlib = float(verify_margin_dlib)
         self.max_pose_error = float(max_pose_error)
+        self.keep_pose = keep_pose
+        self.pose_retries = int(pose_retries)
         self._lm68 = None
 
     @property
@@ -168,8 +255,8 @@ class SwapAnonymizer(Anonymizer):
         return np.clip(donor.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
 
     # ------------------------------------------------------------------ main
-    def render(self, img: np.ndarray, ctx: FaceContext, k: int | None = None
-               ) -> tuple[np.ndarray, np.ndarray, int]:
+    def render(self, img: np.ndarray, ctx: FaceContext, k: int | None = None,
+               shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray, int]:
         """(new crop, paste alpha, donor index) in canonical-crop space."""
         size = CROP_SIZE
         bank = self.bank
@@ -199,13 +286,19 @@ class SwapAnonymizer(Anonymizer):
         # Foreshortening of a turned face is symmetric too: fade the removal out with
         # |yaw| so the pose is not "un-turned" (texture alone carries turned faces).
         pose = ctx.face.pose or estimate_pose(ctx.face.landmarks, img.shape[:2])
-        fade = float(np.clip(1.0 - abs(pose.yaw) / _YAW_FADE, 0.0, 1.0))
+        fade = float(np.clip(1.0 - abs(pose.yaw) / self.yaw_fade, 0.0, 1.0))
         beta = self.own_beta * fade
         # Frontal templates' shape offsets do not transfer to near-profile faces (they
         # read as a change of pitch): fade them out past 45 degrees of yaw too.
         alpha_shape = self.shape_alpha * float(np.clip((75.0 - abs(pose.yaw)) / 30.0, 0.0, 1.0))
         delta = alpha_shape * (d_lm - mean_lm) - beta * sym
         target = (lm + s * delta @ lin.T).astype(np.float32)
+        if self.keep_pose and s > 0 and abs(pose.yaw) <= 45:
+            inv = cv2.invertAffineTransform(m)
+            goal = (pose.yaw - shift[0], pose.pitch - shift[1], pose.roll)
+            held = hold_pose(ctx.face.landmarks, transform_points(inv, target),
+                             img.shape[:2], goal)
+            target = transform_points(m, held).astype(np.float32)
         dst = np.vstack([target, border])
         moved = s > 0 and float(np.abs(target - lm).max()) > 0.05
         orig = (piecewise_affine(crop, np.vstack([lm, border]), dst, bank.triangles, size)
@@ -268,21 +361,30 @@ class SwapAnonymizer(Anonymizer):
         from refacex.faces.detect import _detector, match_detection
 
         x, y, w, h = ctx.rect
-        found = _detector().detect(np.ascontiguousarray(img[y:y + h, x:x + w]))
+        ih, iw = img.shape[:2]
+        # The region around the edit rectangle, its origin on YuNet's 32 px anchor grid
+        # and with a margin for the network's receptive field: then the detection (box,
+        # 5 points, hence the 68 points and the pose) is the one the whole image gives,
+        # as the audit sees it. A plain crop at the rectangle moved the 5 points by up to
+        # 10 px and the measured pose by up to 4 degrees.
+        x0 = max(0, x - _DETECT_MARGIN) // _DETECT_STRIDE * _DETECT_STRIDE
+        y0 = max(0, y - _DETECT_MARGIN) // _DETECT_STRIDE * _DETECT_STRIDE
+        x1, y1 = min(iw, x + w + _DETECT_MARGIN), min(ih, y + h + _DETECT_MARGIN)
+        found = _detector().detect(np.ascontiguousarray(img[y0:y1, x0:x1]))
         for f in found:
-            f.box = f.box + np.array([x, y, 0, 0], np.float32)
-            f.kps = f.kps + np.array([x, y], np.float32)
+            f.box = f.box + np.array([x0, y0, 0, 0], np.float32)
+            f.kps = f.kps + np.array([x0, y0], np.float32)
         return match_detection(ctx.face, found)[0]
 
-    def _pose_error(self, img: np.ndarray, ctx: FaceContext, ref, seen) -> float:
-        """Largest yaw/pitch change (degrees) of the swapped face, read as the audit
+    def _pose_change(self, img: np.ndarray, ctx: FaceContext, ref, seen) -> np.ndarray:
+        """Signed (yaw, pitch) change (degrees) of the swapped face, read as the audit
         reads it (re-detection, 68 landmarks, PnP). Near-profile faces (|yaw| > 45) are
-        not held to it: their 68-point pose is itself unreliable."""
+        not held to it (zeros): their 68-point pose is itself unreliable."""
         if abs(ref.yaw) > 45:
-            return 0.0
+            return np.zeros(2)
         lm = self._landmarker().predict(img, seen if seen is not None else ctx.face)
         p = estimate_pose(lm, img.shape[:2])
-        return max(abs(p.yaw - ref.yaw), abs(p.pitch - ref.pitch))
+        return np.array([p.yaw - ref.yaw, p.pitch - ref.pitch])
 
     def _landmarker(self):
         from refacex.faces.landmarks import Dlib68Landmarker
@@ -323,8 +425,10 @@ class SwapAnonymizer(Anonymizer):
         the original and at re-detected landmarks) and dlib; while either is within its
         safety margin of the same-person threshold, or the head pose moved by more than
         ``max_pose_error``, try the next donor in the keyed order (``max_tries``), then
-        stronger settings (``ESCALATION``). A donor that happens to resemble the person
-        must not leave them recognisable. ``verify=False`` skips this (fast, unchecked)."""
+        stronger settings (``ESCALATION``). A private candidate whose pose moved is
+        first re-rendered aimed against the measured change (``pose_retries``). A donor
+        that happens to resemble the person must not leave them recognisable.
+        ``verify=False`` skips this (fast, unchecked; the shape is still pose-held)."""
         if ctx.face.landmarks is None:
             raise ValueError("swap needs the face's 68 landmarks")
         x, y, w, h = ctx.rect
@@ -346,8 +450,9 @@ class SwapAnonymizer(Anonymizer):
         # Candidates in keyed order, then escalations of the donors tried; accept the
         # first that is private (risk < 0) and keeps the head pose; else the private one
         # with the best pose; else the least risky.
-        # Reference pose measured exactly as the candidates are (ROI re-detection), so
-        # the detector's own jitter between contexts does not count as a pose change.
+        # Reference pose measured exactly as the candidates are (re-detection around the
+        # face, which reproduces the full-image detection the audit makes), so detector
+        # jitter between contexts does not count as a pose change.
         seen0 = self._redetect(img, ctx) if len(tries) > 1 else None
         ref_pose = estimate_pose(self._landmarker().predict(img, seen0), img.shape[:2]) if (
             seen0 is not None) else (ctx.face.pose or estimate_pose(ctx.face.landmarks,
@@ -356,29 +461,45 @@ class SwapAnonymizer(Anonymizer):
         results: list[tuple[float, float, np.ndarray, int, dict]] = []
 
         def attempt(k: int, overrides: dict) -> bool:
+            """One donor/setting; a private result whose pose moved is re-rendered with
+            the measured change aimed against (``pose_retries`` times): the donor texture
+            shifts the 68 points dlib finds by a donor-specific amount."""
             variant = self
             if overrides:
                 variant = copy.copy(self)
                 variant.__dict__.update(overrides)
-            new, alpha, _ = variant.render(img, ctx, k)
-            roi = self._paste(img, ctx, new, alpha)
-            if len(tries) == 1:
-                results.append((-1.0, 0.0, roi, k, overrides))
-                return True
-            trial[y:y + h, x:x + w] = roi
-            seen = self._redetect(trial, ctx)
-            risk = self._risk(trial, ctx, original, original_dlib, seen)
-            pose_err = self._pose_error(trial, ctx, ref_pose, seen)
-            results.append((risk, pose_err, roi, k, overrides))
-            return risk < 0 and pose_err <= self.max_pose_error
+            shift = np.zeros(2)
+            for _ in range(1 + self.pose_retries):
+                new, alpha, _ = variant.render(img, ctx, k, (float(shift[0]), float(shift[1])))
+                roi = self._paste(img, ctx, new, alpha)
+                if len(tries) == 1:
+                    results.append((-1.0, 0.0, roi, k, overrides))
+                    return True
+                trial[y:y + h, x:x + w] = roi
+                seen = self._redetect(trial, ctx)
+                risk = self._risk(trial, ctx, original, original_dlib, seen)
+                change = self._pose_change(trial, ctx, ref_pose, seen)
+                pose_err = float(np.abs(change).max()) if np.isfinite(change).all() else np.inf
+                results.append((risk, pose_err, roi, k, overrides))
+                if risk >= 0 or pose_err == np.inf:
+                    return False
+                if pose_err <= self.max_pose_error:
+                    return True
+                shift = shift + change
+            return False
 
         done = any(attempt(k, {}) for k in tries)
         if not done and len(tries) > 1 and not any(r[0] < 0 for r in results):
-            # No donor alone breaks the match: escalate on the two least risky donors,
-            # trading some gaze fidelity (donor eyes blended in) for privacy.
-            closest = [r[3] for r in sorted(results, key=lambda r: r[0])[:2]]
-            for esc in self.ESCALATION:
-                if any(attempt(k, esc) for k in closest):
+            # No donor alone breaks the match: escalate, trading some gaze fidelity (donor
+            # eyes blended in) and shape fidelity for privacy. The donors: two of the least
+            # risky, those within ``_ESCALATE_BAND`` of the best in keyed order first, each
+            # taken up the ESCALATION ladder in turn, so the escalated pick stays keyed too.
+            ranked = [r[3] for r in sorted(results, key=lambda r: r[0])]
+            low = min(r[0] for r in results) + _ESCALATE_BAND
+            near = [k for k in tries if any(r[3] == k and r[0] <= low for r in results)]
+            closest = list(dict.fromkeys(near + ranked))[:2]
+            for k in closest:
+                if any(attempt(k, esc) for esc in self.ESCALATION):
                     break
         private = [r for r in results if r[0] < 0]
         chosen = min(private, key=lambda r: r[1]) if private else min(results,

@@ -15,7 +15,8 @@ import numpy as np
 
 from refacex.faces.types import Pose
 
-_IDX = [17, 21, 22, 26, 36, 39, 42, 45, 31, 35, 48, 54, 57, 8]
+#: The 14 of the 68 points the PnP pose reads (brows, eye corners, nose wings, mouth, chin).
+PNP_POINTS = [17, 21, 22, 26, 36, 39, 42, 45, 31, 35, 48, 54, 57, 8]
 _MODEL = -np.array([
     [6.825897, 6.760612, 4.402142], [1.330353, 7.122144, 6.903745],
     [-1.330353, 7.122144, 6.903745], [-6.825897, 6.760612, 4.402142],
@@ -33,7 +34,7 @@ def estimate_pose(landmarks: np.ndarray, shape_hw: tuple[int, int]) -> Pose:
     iod = float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
     f = max(float(max(h, w)), 25.0 * iod)
     cam = np.array([[f, 0, w / 2.0], [0, f, h / 2.0], [0, 0, 1]], np.float64)
-    pts = lm[_IDX]
+    pts = lm[PNP_POINTS]
     ok, rvec, _ = cv2.solvePnP(_MODEL, pts, cam, np.zeros(4), flags=cv2.SOLVEPNP_ITERATIVE)
     if not ok:
         return Pose(float("nan"), float("nan"), float("nan"))

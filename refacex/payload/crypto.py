@@ -1,10 +1,12 @@
 """Authenticated encryption of recovery payloads (public-key and passphrase modes).
 
-Everything here is built from ``cryptography`` primitives — X25519, HKDF-SHA256, scrypt
-and ChaCha20-Poly1305 — and only glues them together; no home-made primitives.
+Everything here is built from ``cryptography`` primitives — X25519, HKDF-SHA256, scrypt,
+ChaCha20-Poly1305 and AES-256-GCM — and only glues them together; no home-made primitives.
 
-Four modes, each identified by the first byte of a sealed blob (values are 4 bits apart so
-a single flipped bit never turns one valid mode into another):
+Six modes, each identified by the first byte of a sealed blob (any two values differ in at
+least 4 bits, so a single flipped bit never turns one valid mode into another). New seals
+use the first four; the two legacy compact modes are only opened (files written before
+1.1):
 
 * ``MODE_PUBKEY`` (full, vault tier): random content key, one ephemeral X25519 key per
   seal, the content key wrapped once per recipient under a key-encryption key derived by
@@ -14,9 +16,24 @@ a single flipped bit never turns one valid mode into another):
   from a tampered payload.
 * ``MODE_COMPACT_PUBKEY`` (robust in-pixel tier, every byte costs capacity): a single
   recipient; the content key is derived directly from ECDH with the fresh ephemeral key, so
-  it is never reused and a zero nonce is safe; 2-byte key-id hint.
+  it is never reused and a zero nonce is safe; 1-byte key-id hint; AES-256-GCM with the tag
+  truncated to 64 bits (42 bytes of overhead).
 * ``MODE_COMPACT_PASSPHRASE``: 8-byte salt, cheaper scrypt (it runs once per image), 2-byte
-  check value, zero nonce (the key is fresh because the salt is).
+  check value, zero nonce (the key is fresh because the salt is); AES-256-GCM, 64-bit tag
+  (20 bytes of overhead).
+* ``MODE_COMPACT_PUBKEY_LEGACY`` / ``MODE_COMPACT_PASSPHRASE_LEGACY`` (format 1.0, open
+  only): the same with ChaCha20-Poly1305 (16-byte tag), and a 2-byte hint in public-key mode.
+
+The 64-bit GCM tag (a length NIST SP 800-38D allows, §5.2.1.2, with the usage limits of
+its Appendix C) is what makes the compact modes compact. Its cost: a forged or altered blob
+is accepted with probability about ``l * 2**-64`` per attempt, ``l`` being the message
+length in 16-byte blocks (GCM's bound for truncated tags: ~2**-60 for a typical robust
+payload of ~100 bytes, ~2**-56 for the largest, ~4.7 kB), instead of ~2**-100 or less with
+a 16-byte tag. Each compact key encrypts exactly one message (fresh ephemeral key or fresh
+salt per seal, so the fixed zero nonce is never reused under a key), which leaves an
+attacker only blind forgery attempts against one image's key; the attacks on truncated GCM
+tags that recover the hash key need ~2**56+ such attempts for their first step. The tag
+length is fixed by the mode, never taken from the blob.
 
 The whole clear header (and the caller's ``aad``, e.g. the payload envelope) is the AEAD
 associated data, so it cannot be altered without ``open_sealed`` noticing.
@@ -24,10 +41,13 @@ associated data, so it cannot be altered without ``open_sealed`` noticing.
 Why a wrong key and tampering can be told apart: the key id / check value are compared
 *before* any AEAD is attempted; a mismatch means "not your key" (``WrongKeyError``). When
 they match, the key is right, so an AEAD failure can only mean the bytes changed
-(``TamperedPayloadError``). The exceptions are the bytes that feed key selection/derivation
-themselves (key ids, KDF cost, salt, check value): altering them is indistinguishable from
-a wrong key without a secret, and is reported as ``WrongKeyError`` — see
-docs/payload-format.md for the exact table.
+(``TamperedPayloadError``) — except by chance: a wrong key matches the compact 1-byte hint
+with probability 1/256 (and a wrong passphrase the 2-byte check value with 1/65536); the
+tag cannot say which of the two happened, so that case is reported as tampering and the
+message says a wrong key is possible. The exceptions are the bytes that feed key
+selection/derivation themselves (key ids, KDF cost, salt, check value): altering them is
+indistinguishable from a wrong key without a secret, and is reported as ``WrongKeyError``
+— see docs/payload-format.md for the exact table.
 """
 
 from __future__ import annotations
@@ -42,6 +62,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -56,21 +77,35 @@ from refacex.errors import (
 
 MODE_PUBKEY = 0x11
 MODE_PASSPHRASE = 0x22
-MODE_COMPACT_PUBKEY = 0x44
-MODE_COMPACT_PASSPHRASE = 0x88
+MODE_COMPACT_PUBKEY = 0x0F  # AES-256-GCM, 64-bit tag, 1-byte key-id hint (format 1.1)
+MODE_COMPACT_PASSPHRASE = 0xF0  # AES-256-GCM, 64-bit tag (format 1.1)
+MODE_COMPACT_PUBKEY_LEGACY = 0x44  # ChaCha20-Poly1305, 2-byte hint: opened, never written
+MODE_COMPACT_PASSPHRASE_LEGACY = 0x88  # ChaCha20-Poly1305: opened, never written
 
 MODE_NAMES = {
     MODE_PUBKEY: "public-key",
     MODE_PASSPHRASE: "passphrase",
     MODE_COMPACT_PUBKEY: "compact-public-key",
     MODE_COMPACT_PASSPHRASE: "compact-passphrase",
+    MODE_COMPACT_PUBKEY_LEGACY: "compact-public-key-legacy",
+    MODE_COMPACT_PASSPHRASE_LEGACY: "compact-passphrase-legacy",
 }
+COMPACT_MODES = frozenset(
+    {MODE_COMPACT_PUBKEY, MODE_COMPACT_PASSPHRASE,
+     MODE_COMPACT_PUBKEY_LEGACY, MODE_COMPACT_PASSPHRASE_LEGACY}
+)
+_GCM_MODES = frozenset({MODE_COMPACT_PUBKEY, MODE_COMPACT_PASSPHRASE})
+_PASSPHRASE_MODES = frozenset(
+    {MODE_PASSPHRASE, MODE_COMPACT_PASSPHRASE, MODE_COMPACT_PASSPHRASE_LEGACY}
+)
 
-KEY_LEN = 32  # ChaCha20-Poly1305 key, X25519 public key
+KEY_LEN = 32  # ChaCha20-Poly1305 / AES-256 key, X25519 public key
 NONCE_LEN = 12
-TAG_LEN = 16
+TAG_LEN = 16  # ChaCha20-Poly1305 tag (full modes, legacy compact modes)
+COMPACT_TAG_LEN = 8  # truncated AES-GCM tag (compact modes)
 KEY_ID_LEN = 8
-KEY_HINT_LEN = 2
+KEY_HINT_LEN = 2  # legacy compact public-key mode
+COMPACT_KEY_HINT_LEN = 1
 WRAPPED_KEY_LEN = KEY_LEN + TAG_LEN
 SALT_LEN = 16
 COMPACT_SALT_LEN = 8
@@ -80,7 +115,8 @@ MAX_RECIPIENTS = 255
 
 _ZERO_NONCE = bytes(NONCE_LEN)
 _WRAP_INFO = b"refacex v1 key-wrap"
-_COMPACT_INFO = b"refacex v1 compact content key"
+_COMPACT_INFO = b"refacex v1 compact content key"  # legacy 0x44
+_COMPACT_GCM_INFO = b"refacex v1.1 compact aes-256-gcm-64 content key"
 
 
 @dataclass(frozen=True)
@@ -123,8 +159,12 @@ def overhead(mode: str, n_recipients: int = 1) -> int:
     if mode == "passphrase":
         return 1 + 3 + SALT_LEN + CHECK_LEN + NONCE_LEN + TAG_LEN
     if mode == "compact-public-key":
-        return 1 + KEY_LEN + KEY_HINT_LEN + TAG_LEN
+        return 1 + KEY_LEN + COMPACT_KEY_HINT_LEN + COMPACT_TAG_LEN
     if mode == "compact-passphrase":
+        return 1 + 1 + COMPACT_SALT_LEN + COMPACT_CHECK_LEN + COMPACT_TAG_LEN
+    if mode == "compact-public-key-legacy":
+        return 1 + KEY_LEN + KEY_HINT_LEN + TAG_LEN
+    if mode == "compact-passphrase-legacy":
         return 1 + 1 + COMPACT_SALT_LEN + COMPACT_CHECK_LEN + TAG_LEN
     raise ValueError(f"unknown mode {mode!r}")
 
@@ -222,7 +262,8 @@ def seal(
 
     ``aad`` is authenticated but not stored: ``open_sealed`` must be given the same bytes
     (the payload format passes its envelope header). ``compact`` picks the robust-tier
-    modes; with several recipients it seals for the first one only.
+    modes (AES-256-GCM with a 64-bit tag); with several recipients it seals for the first
+    one only.
     """
     recipients = list(recipients)
     if bool(recipients) == (passphrase is not None):
@@ -270,14 +311,45 @@ def _seal_passphrase(plaintext: bytes, passphrase: bytes, aad: bytes) -> bytes:
     return header + ChaCha20Poly1305(key).encrypt(nonce, plaintext, aad + header)
 
 
+def _gcm64_seal(key: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    """AES-256-GCM, zero nonce, tag truncated to ``COMPACT_TAG_LEN`` bytes (key used once)."""
+    enc = Cipher(algorithms.AES(key), modes.GCM(_ZERO_NONCE)).encryptor()
+    enc.authenticate_additional_data(ad)
+    ct = enc.update(plaintext) + enc.finalize()
+    return ct + enc.tag[:COMPACT_TAG_LEN]
+
+
+def _gcm64_open(key: bytes, body: bytes, ad: bytes, wrong_key_possible: bool) -> bytes:
+    # The tag length is fixed by the mode (the last 8 bytes), never read from the blob.
+    ct, tag = body[:-COMPACT_TAG_LEN], body[-COMPACT_TAG_LEN:]
+    dec = Cipher(
+        algorithms.AES(key), modes.GCM(_ZERO_NONCE, tag, min_tag_length=COMPACT_TAG_LEN)
+    ).decryptor()
+    dec.authenticate_additional_data(ad)
+    pt = dec.update(ct)
+    try:
+        dec.finalize()
+    except InvalidTag:
+        raise _tampered(wrong_key_possible) from None
+    return pt  # released only once the tag has verified
+
+
+def _tampered(wrong_key_possible: bool) -> TamperedPayloadError:
+    msg = "payload was modified after it was written (authentication failed)"
+    if wrong_key_possible:
+        # 1-byte hint: one wrong key in 256 gets past it; the tag cannot tell the two apart.
+        msg += "; or it was sealed for another key whose id starts with the same byte"
+    return TamperedPayloadError(msg)
+
+
 def _seal_compact_pubkey(plaintext: bytes, recipient: X25519PublicKey, aad: bytes) -> bytes:
     eph = X25519PrivateKey.generate()
     eph_pub = raw_public(eph.public_key())
     raw = raw_public(recipient)
     # Fresh ephemeral key => fresh content key => the zero nonce is never reused under a key.
-    key = _hkdf(_ecdh(eph, recipient), eph_pub + raw, _COMPACT_INFO)
-    header = bytes([MODE_COMPACT_PUBKEY]) + eph_pub + key_id(raw)[:KEY_HINT_LEN]
-    return header + ChaCha20Poly1305(key).encrypt(_ZERO_NONCE, plaintext, aad + header)
+    key = _hkdf(_ecdh(eph, recipient), eph_pub + raw, _COMPACT_GCM_INFO)
+    header = bytes([MODE_COMPACT_PUBKEY]) + eph_pub + key_id(raw)[:COMPACT_KEY_HINT_LEN]
+    return header + _gcm64_seal(key, plaintext, aad + header)
 
 
 def _seal_compact_passphrase(plaintext: bytes, passphrase: bytes, aad: bytes) -> bytes:
@@ -287,6 +359,27 @@ def _seal_compact_passphrase(plaintext: bytes, passphrase: bytes, aad: bytes) ->
     # under the same passphrase; see docs/payload-format.md).
     key, check = scrypt_derive(passphrase, salt, params, COMPACT_CHECK_LEN)
     header = bytes([MODE_COMPACT_PASSPHRASE, params.log2_n]) + salt + check
+    return header + _gcm64_seal(key, plaintext, aad + header)
+
+
+def _seal_compact_pubkey_legacy(
+    plaintext: bytes, recipient: X25519PublicKey, aad: bytes
+) -> bytes:
+    """Mode 0x44 as format 1.0 wrote it; kept so tests can make old blobs. Never used to seal."""
+    eph = X25519PrivateKey.generate()
+    eph_pub = raw_public(eph.public_key())
+    raw = raw_public(recipient)
+    key = _hkdf(_ecdh(eph, recipient), eph_pub + raw, _COMPACT_INFO)
+    header = bytes([MODE_COMPACT_PUBKEY_LEGACY]) + eph_pub + key_id(raw)[:KEY_HINT_LEN]
+    return header + ChaCha20Poly1305(key).encrypt(_ZERO_NONCE, plaintext, aad + header)
+
+
+def _seal_compact_passphrase_legacy(plaintext: bytes, passphrase: bytes, aad: bytes) -> bytes:
+    """Mode 0x88 as format 1.0 wrote it; kept so tests can make old blobs. Never used to seal."""
+    params = ScryptParams(COMPACT_SCRYPT.log2_n, 8, 1)
+    salt = os.urandom(COMPACT_SALT_LEN)
+    key, check = scrypt_derive(passphrase, salt, params, COMPACT_CHECK_LEN)
+    header = bytes([MODE_COMPACT_PASSPHRASE_LEGACY, params.log2_n]) + salt + check
     return header + ChaCha20Poly1305(key).encrypt(_ZERO_NONCE, plaintext, aad + header)
 
 
@@ -305,6 +398,7 @@ class _Parsed:
     salt: bytes = b""
     check: bytes = b""
     nonce: bytes = _ZERO_NONCE
+    tag_len: int = TAG_LEN
 
 
 def _parse(blob: bytes) -> _Parsed:
@@ -323,18 +417,20 @@ def _parse(blob: bytes) -> _Parsed:
         p.salt = r.take(SALT_LEN)
         p.check = r.take(CHECK_LEN)
         p.nonce = r.take(NONCE_LEN)
-    elif mode == MODE_COMPACT_PUBKEY:
+    elif mode in (MODE_COMPACT_PUBKEY, MODE_COMPACT_PUBKEY_LEGACY):
         p.eph_pub = r.take(KEY_LEN)
-        p.hint = r.take(KEY_HINT_LEN)
-    elif mode == MODE_COMPACT_PASSPHRASE:
+        p.hint = r.take(COMPACT_KEY_HINT_LEN if mode == MODE_COMPACT_PUBKEY else KEY_HINT_LEN)
+    elif mode in (MODE_COMPACT_PASSPHRASE, MODE_COMPACT_PASSPHRASE_LEGACY):
         p.params = ScryptParams(r.byte(), 8, 1)
         p.salt = r.take(COMPACT_SALT_LEN)
         p.check = r.take(COMPACT_CHECK_LEN)
     else:
         raise UnknownModeError(f"unknown payload encryption mode 0x{mode:02x}")
+    if mode in _GCM_MODES:
+        p.tag_len = COMPACT_TAG_LEN
     p.header = blob[: r.pos]
     p.ciphertext = r.rest()
-    if len(p.ciphertext) < TAG_LEN:
+    if len(p.ciphertext) < p.tag_len:
         raise TamperedPayloadError("payload is truncated or corrupt")
     return p
 
@@ -353,7 +449,7 @@ def open_sealed(
     """
     p = _parse(bytes(blob))
     ad = aad + p.header
-    if p.mode in (MODE_PASSPHRASE, MODE_COMPACT_PASSPHRASE):
+    if p.mode in _PASSPHRASE_MODES:
         if passphrase is None:
             raise WrongKeyError("this payload is sealed with a passphrase; give the passphrase")
         _check_passphrase(passphrase)
@@ -361,6 +457,8 @@ def open_sealed(
         key, check = scrypt_derive(bytes(passphrase), p.salt, p.params, len(p.check))
         if not secrets.compare_digest(check, p.check):
             raise WrongKeyError("wrong passphrase for this payload")
+        if p.mode in _GCM_MODES:
+            return _gcm64_open(key, p.ciphertext, ad, wrong_key_possible=False)
         return _aead_open(key, p.nonce, p.ciphertext, ad)
 
     if private_key is None:
@@ -368,11 +466,14 @@ def open_sealed(
     my_raw = raw_public(private_key.public_key())
     my_id = key_id(my_raw)
     eph = X25519PublicKey.from_public_bytes(p.eph_pub)
-    if p.mode == MODE_COMPACT_PUBKEY:
-        if my_id[:KEY_HINT_LEN] != p.hint:
+    if p.mode in (MODE_COMPACT_PUBKEY, MODE_COMPACT_PUBKEY_LEGACY):
+        if my_id[: len(p.hint)] != p.hint:
             raise WrongKeyError(
                 f"payload is sealed for a key starting {p.hint.hex()}, not for key {my_id.hex()}"
             )
+        if p.mode == MODE_COMPACT_PUBKEY:
+            key = _hkdf(_ecdh(private_key, eph), p.eph_pub + my_raw, _COMPACT_GCM_INFO)
+            return _gcm64_open(key, p.ciphertext, ad, wrong_key_possible=True)
         key = _hkdf(_ecdh(private_key, eph), p.eph_pub + my_raw, _COMPACT_INFO)
         return _aead_open(key, _ZERO_NONCE, p.ciphertext, ad)
 
@@ -403,19 +504,21 @@ def _aead_open(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
 
 
 def describe(blob: bytes) -> dict[str, Any]:
-    """What the clear header says, without any key: mode, recipients, key ids, KDF cost."""
+    """What the clear header says, without any key: mode, AEAD, recipients, key ids, KDF cost."""
     p = _parse(bytes(blob))
     info: dict[str, Any] = {
         "mode": MODE_NAMES[p.mode],
-        "compact": p.mode in (MODE_COMPACT_PUBKEY, MODE_COMPACT_PASSPHRASE),
+        "compact": p.mode in COMPACT_MODES,
+        "aead": "aes-256-gcm" if p.mode in _GCM_MODES else "chacha20-poly1305",
+        "tag_bytes": p.tag_len,
         "header_bytes": len(p.header),
         "ciphertext_bytes": len(p.ciphertext),
-        "plaintext_bytes": len(p.ciphertext) - TAG_LEN,
+        "plaintext_bytes": len(p.ciphertext) - p.tag_len,
     }
     if p.slots is not None:
         info["recipients"] = len(p.slots)
         info["key_ids"] = [kid.hex() for kid, _ in p.slots]
-    elif p.mode == MODE_COMPACT_PUBKEY:
+    elif p.mode in (MODE_COMPACT_PUBKEY, MODE_COMPACT_PUBKEY_LEGACY):
         info["recipients"] = 1
         info["key_id_hint"] = p.hint.hex()
     else:

@@ -36,7 +36,7 @@ from refacex.payload import crypto
 
 MAGIC = b"RFX"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  # 1.1: compact AES-256-GCM-64 crypto modes (0x0f, 0xf0)
 ENVELOPE_LEN = len(MAGIC) + 3  # magic, version, tier, face count
 
 TIERS: dict[str, int] = {"vault": 1, "robust": 2}

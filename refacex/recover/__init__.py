@@ -19,7 +19,6 @@ import numpy as np
 
 from refacex.errors import NoPayloadError, PayloadError, WrongKeyError
 from refacex.faces.align import (
-    align_matrix,
     feather_mask,
     invert_affine,
     template,
@@ -31,6 +30,7 @@ from refacex.io.images import decode_image
 from refacex.payload.facecode import CODE_PADDING, CODE_SIZE, codec
 from refacex.payload.format import Payload, decode_payload
 from refacex.payload.keyring import OpenKeys
+from refacex.stego import robust
 
 
 @dataclass
@@ -89,53 +89,16 @@ def _size(m: np.ndarray) -> float:
     return float(np.linalg.norm(invert_affine(m)[:, 0]) * CODE_SIZE)
 
 
-def _geometry(records: list, original_size: tuple[int, int], shape_hw: tuple[int, int],
-              detections: list) -> tuple[list, str]:
-    """Per record, the image -> code-crop transform for the received image.
+def _restore_robust(img: np.ndarray, payload: Payload, located: robust.Located
+                    ) -> RecoverResult:
+    """Blend each face's decoded code back in, placed by the decoder's own geometry.
 
-    The stored transforms are exact for the original. First hypothesis: the image was
-    only resized (the aspect ratio survives), so a scale maps it back exactly. If the
-    re-detected faces do not sit where that predicts, the image was cropped (perhaps
-    also resized): a global scale + shift is fitted to the stored vs re-detected crop
-    centres (least squares over all faces, so the landmark jitter of anonymised faces
-    averages out; one face: its size ratio and centre). Re-detected landmarks are never
-    used per face: on a swapped face they sit a few pixels off the original's.
+    The stored transforms are exact for the original; the robust decoder says where the
+    received image sits on the original's grid (its synchronisation: resize scale, crop
+    offset, to a fraction of a pixel), so composing the two places every face exactly,
+    with no reliance on re-detecting anonymised faces (whose landmarks sit a few pixels
+    off the original's).
     """
-    pw, ph = original_size
-    h, w = shape_hw
-    resize = np.array([[pw / w, 0, 0], [0, ph / h, 0], [0, 0, 1.0]])
-    mats = [np.asarray(r.affine, np.float64) @ resize for r in records]
-    pairs = []  # (original centre, original size, received centre, received size)
-    for r, m in zip(records, mats, strict=True):
-        f = _match(m, detections, tolerance=0.6)
-        if f is not None:
-            md = align_matrix(f.kps, CODE_SIZE, CODE_PADDING)
-            stored = np.asarray(r.affine, np.float64)
-            pairs.append((_centre(stored), _size(stored), _centre(md), _size(md), _centre(m)))
-    if not pairs:
-        return mats, "stored-geometry"
-    mean_size = float(np.mean([p[3] for p in pairs]))
-    miss = float(np.median([np.linalg.norm(p[2] - p[4]) for p in pairs]))
-    o = np.array([p[0] for p in pairs])
-    c = np.array([p[2] for p in pairs])
-    spread = len(pairs) >= 2 and float(np.ptp(o, axis=0).max()) > 2 * mean_size
-    # Anonymised faces re-detect ~1-3 % of a face size off. Several spread-out faces
-    # separate a small crop from that jitter; a single face only a larger one.
-    if miss <= (0.04 if spread else 0.12) * mean_size:
-        return mats, "stored-geometry"
-    if spread:
-        od, cd = o - o.mean(0), c - c.mean(0)
-        a = float((od * cd).sum() / (od**2).sum())
-    else:
-        a = float(np.median([p[3] / p[1] for p in pairs]))
-    t = c.mean(0) - a * o.mean(0)
-    # received -> original: p_orig = (p_received - t) / a
-    back = np.array([[1 / a, 0, -t[0] / a], [0, 1 / a, -t[1] / a], [0, 0, 1.0]])
-    return ([np.asarray(r.affine, np.float64) @ back for r in records],
-            "stored-geometry+fitted-crop")
-
-
-def _restore_robust(img: np.ndarray, payload: Payload) -> RecoverResult:
     from refacex.pipeline import analyzer
 
     fa = analyzer()
@@ -143,13 +106,14 @@ def _restore_robust(img: np.ndarray, payload: Payload) -> RecoverResult:
     out = img.copy()
     faces = []
     fc = codec()
-    mats, how = _geometry(payload.faces, payload.image_size, img.shape[:2], detections)
+    back = np.vstack([located.to_original(*payload.image_size), [0.0, 0.0, 1.0]])
+    mats = [np.asarray(r.affine, np.float64) @ back for r in payload.faces]
     for rec, m in zip(payload.faces, mats, strict=True):
         face = _match(m, detections)
         decoded = fc.decode(rec.data)
         mask = _edit_mask(img, m, face, fa)
         out = _blend_low_frequencies(out, decoded, m, mask)
-        faces.append({"index": rec.index, "tier": "robust", "placed_by": how,
+        faces.append({"index": rec.index, "tier": "robust", "placed_by": "decoder-geometry",
                       "code_bytes": len(rec.data)})
     return RecoverResult(out, "robust", faces)
 
@@ -195,7 +159,7 @@ def _blend_low_frequencies(img: np.ndarray, decoded: np.ndarray, m: np.ndarray,
 def recover(data: bytes | Path | str, keys: OpenKeys, sidecar: bytes | None = None
             ) -> RecoverResult:
     """Recover the original from an anonymised file's bytes (or path)."""
-    from refacex.stego import robust, vault
+    from refacex.stego import vault
 
     name = "<bytes>"
     if isinstance(data, str | Path):
@@ -227,7 +191,7 @@ def recover(data: bytes | Path | str, keys: OpenKeys, sidecar: bytes | None = No
             vault_error = exc
             notes.append(f"vault rejected: {exc}; trying the robust tier")
     try:
-        rblob = robust.extract(img)
+        located = robust.locate(img)
     except NoPayloadError:
         if vault_error is not None:
             # Keep the vault's error class (tampered, unsupported...): it is the finding.
@@ -235,8 +199,8 @@ def recover(data: bytes | Path | str, keys: OpenKeys, sidecar: bytes | None = No
                                     ) from None
         raise NoPayloadError("no refacex payload in this image (neither vault nor robust "
                              "tier): it was not anonymised by refacex, or too damaged") from None
-    payload = decode_payload(rblob, **keys.crypto_kwargs())
-    res = _restore_robust(img, payload)
+    payload = decode_payload(located.data, **keys.crypto_kwargs())
+    res = _restore_robust(img, payload, located)
     res.notes = notes
     return res
 

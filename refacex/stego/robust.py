@@ -14,7 +14,7 @@ Design (and why):
   upsampled and *added* to the original. The embedder runs a closed loop (resample the
   marked uint8 image again, re-quantise, correct), so rounding, clipping and the
   up/down-sampling mismatch do not leave coefficients off their lattice.
-* **Resynchronisation, two routes.**
+* **Resynchronisation, three routes.**
   1. *Pilot route* (crops + any scale; needs roughly 0.5 MP or more): a faint,
      key-independent pilot ``A cos(2 pi x/8) cos(2 pi y/8)`` (period = DCT block) is added
      at canonical resolution, and the picture's own content in a narrow band around it is
@@ -26,6 +26,12 @@ Design (and why):
   2. *Ladder route* (resized but not cropped; any size): the decoder tries the ladder's
      canonical sizes directly (plus +-0.5 px for the rounding of resized sizes), scoring
      each by sync correlation. This rescues small photos whose pilot is too faint.
+  3. *Crop route* (cropped but not resized; up to 0.8 MP): a crop keeps the original's
+     pixel grid, so the scale is one of a few known values (the original's own
+     canonical/original ratio, for an original up to 12 % larger). At a known scale the
+     faint pilot's *phase* is still readable even where its spectral peak is not; a
+     sub-pixel search around it on a central window, ranked by the payload-independent
+     QIM lattice fit, then ``_polish``, recovers the grid. ~2 s, tried last.
 * **Brightness/contrast.** A global gain scales every AC coefficient; it is estimated blind
   by maximising the fit of the coefficients to the (payload-independent) half-step QIM
   lattice. Additive brightness does not touch AC coefficients. Blocks with clipped pixels
@@ -40,9 +46,10 @@ Design (and why):
 ``capacity_bytes`` is proportional to area: it keeps 1.5 (small photos) to 2.5 (large
 photos) coefficients per coded bit. Shorter payloads are markedly more robust.
 
-Known limits: crops are only survived where the pilot is detectable (about 1 MP and up;
-not on 250x250 or, for textured photos, 640x480); JPEG quality 30 and combined
-downscale+JPEG succeed only with payloads well below capacity; rotation is not handled.
+Known limits: crops of 250x250 photos are not survived (the pilot phase is too noisy for
+the lattice search to find the grid), nor crops combined with resizing below ~1 MP; crop
+plus JPEG on 640x480 succeeds only sometimes; JPEG quality 30 and combined downscale+JPEG
+succeed only with payloads well below capacity; rotation is not handled.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -57,7 +65,7 @@ import numpy as np
 from refacex.errors import NoPayloadError
 from refacex.stego.ecc import coded_length, conv_encode, viterbi_decode
 
-__all__ = ["capacity_bytes", "embed", "extract"]
+__all__ = ["Located", "capacity_bytes", "embed", "extract", "locate"]
 
 BLOCK = 8
 #: Low-frequency DCT coefficients (row freq, column freq) carrying bits. (2, 2) is left out
@@ -86,6 +94,11 @@ REPEAT_BLOCKS = 3600.0
 LEVELS: tuple[int, ...] = tuple(int(round(8 * 1.2**k)) for k in range(36))
 FRAME_OVERHEAD = 6
 CANON_FRACTION = 0.5  # canonical side / original side
+#: The denser layout's canonical fraction. A 250x250 photo then carries 86 bytes instead
+#: of 59 (room for a face code even in public-key mode), still surviving JPEG 50, 0.5x-2x
+#: resizing and +-20 % brightness/contrast, but not downscaling combined with JPEG; the
+#: ladder route decodes it unchanged (its sizes span 0.18-1.3x the received image).
+DENSE_FRACTION = 0.6
 CANON_MAX = 1200  # longest canonical side (keeps extraction time bounded for huge photos)
 EMBED_ITERS = 5
 #: Anti-alias Gaussian (canonical pixels) applied before every resampling to canonical.
@@ -115,8 +128,8 @@ def _ladder_side(n: float) -> int:
     return best
 
 
-def _canonical_shape(h: int, w: int) -> tuple[int, int]:
-    s = min(CANON_FRACTION, CANON_MAX / max(h, w))
+def _canonical_shape(h: int, w: int, dense: bool = False) -> tuple[int, int]:
+    s = min(DENSE_FRACTION if dense else CANON_FRACTION, CANON_MAX / max(h, w))
     return _ladder_side(h * s), _ladder_side(w * s)
 
 
@@ -212,24 +225,25 @@ def _n_coded(level_bytes: int) -> int:
     return coded_length(8 * (level_bytes + FRAME_OVERHEAD))
 
 
-def _n_blocks(h: int, w: int) -> tuple[int, int]:
-    hc, wc = _canonical_shape(h, w)
+def _n_blocks(h: int, w: int, dense: bool = False) -> tuple[int, int]:
+    hc, wc = _canonical_shape(h, w, dense)
     return hc // BLOCK, wc // BLOCK
 
 
-def _data_positions(h: int, w: int) -> float:
-    nby, nbx = _n_blocks(h, w)
+def _data_positions(h: int, w: int, dense: bool = False) -> float:
+    nby, nbx = _n_blocks(h, w, dense)
     return nby * nbx * len(COEFS) * (1.0 - F_SYNC - F_HDR)
 
 
-def capacity_bytes(height: int, width: int) -> int:
+def capacity_bytes(height: int, width: int, dense: bool = False) -> int:
     """Payload bytes an image of this size carries (after ECC and framing).
 
     Grows with area: the largest ladder level whose coded frame still gets at least
-    ``MIN_REPEAT`` coefficients per coded bit.
+    ``MIN_REPEAT`` coefficients per coded bit. ``dense``: the capacity of the denser
+    layout (see ``DENSE_FRACTION``), for small photos that otherwise carry nothing useful.
     """
-    avail = _data_positions(height, width)
-    nby, nbx = _n_blocks(height, width)
+    avail = _data_positions(height, width, dense)
+    nby, nbx = _n_blocks(height, width, dense)
     repeat = MIN_REPEAT + (MAX_REPEAT - MIN_REPEAT) * min(1.0, nby * nbx / REPEAT_BLOCKS)
     best = 0
     for lv in LEVELS:
@@ -316,17 +330,21 @@ def _target_bits(nby: int, nbx: int, data: bytes) -> np.ndarray:
     ).astype(np.float64)
 
 
-def embed(img: np.ndarray, data: bytes) -> np.ndarray:
-    """Return a copy of BGR uint8 ``img`` carrying ``data`` (ValueError if it does not fit)."""
+def embed(img: np.ndarray, data: bytes, dense: bool = False) -> np.ndarray:
+    """Return a copy of BGR uint8 ``img`` carrying ``data`` (ValueError if it does not fit).
+
+    ``dense`` embeds on the denser canonical grid (``DENSE_FRACTION``): ~45 % more
+    capacity, less robust to downscaling combined with JPEG. The decoder needs no flag.
+    """
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError("embed expects a BGR uint8 image of shape (H, W, 3)")
     h, w = img.shape[:2]
-    cap = capacity_bytes(h, w)
+    cap = capacity_bytes(h, w, dense)
     if cap == 0:
         raise ValueError(f"image {w}x{h} is too small for the robust channel")
     if len(data) > cap:
         raise ValueError(f"payload of {len(data)} bytes exceeds capacity {cap} for {w}x{h}")
-    hc, wc = _canonical_shape(h, w)
+    hc, wc = _canonical_shape(h, w, dense)
     nby, nbx = hc // BLOCK, wc // BLOCK
     bits = _target_bits(nby, nbx, bytes(data))
     pilot = _pilot(hc, wc)
@@ -386,15 +404,21 @@ def _peak_candidates(y: np.ndarray, n: int = 3) -> list[tuple[float, float]]:
     return out
 
 
-def _demod(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    hc, wc = c.shape
+@lru_cache(maxsize=8)
+def _carriers(hc: int, wc: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pilot's two complex carriers on an (hc, wc) grid (cached: the crop route
+    demodulates many canonical images of a handful of sizes)."""
     t = 2 * np.pi / PILOT_PERIOD
     y = np.arange(hc)[:, None]
     x = np.arange(wc)[None, :]
+    return np.exp(-1j * t * (x + y)).astype(np.complex64), np.exp(-1j * t * (x - y)).astype(
+        np.complex64)
+
+
+def _demod(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cc = c - cv2.GaussianBlur(c, (0, 0), 6)
-    z1 = cc * np.exp(-1j * t * (x + y))
-    z2 = cc * np.exp(-1j * t * (x - y))
-    return z1, z2
+    e1, e2 = _carriers(*c.shape)
+    return cc * e1, cc * e2
 
 
 def _resample(y: np.ndarray, kx: float, ky: float) -> np.ndarray:
@@ -513,6 +537,19 @@ class _Candidate:
     bx0: int
     uncropped: bool = False
     ctx: tuple | None = None  # pilot-route geometry, for _polish
+    #: How the received image maps onto the canonical grid: received px x -> canonical
+    #: px u_c = (x + 0.5) * k - 0.5 (the resampling), then grid coordinate
+    #: u_a = (u_c - o) / s; block (0, 0) of ``soft`` is the original's block (by0, bx0).
+    #: As (kx, ky, sx, sy, ox, oy).
+    geom: tuple[float, float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 0.0, 0.0)
+
+    def to_canonical(self) -> np.ndarray:
+        """2x3 affine: received image px -> the *original's* canonical px."""
+        kx, ky, sx, sy, ox, oy = self.geom
+        return np.array([
+            [kx / sx, 0.0, ((0.5 * kx - 0.5 - ox) / sx) + BLOCK * self.bx0],
+            [0.0, ky / sy, ((0.5 * ky - 0.5 - oy) / sy) + BLOCK * self.by0],
+        ])
 
 
 def _best_shift(soft: np.ndarray) -> _Candidate:
@@ -532,8 +569,9 @@ def _best_shift(soft: np.ndarray) -> _Candidate:
     return best
 
 
-def _decode(cand: _Candidate, uncropped: bool = False) -> bytes | None:
-    """Decode one synchronisation hypothesis; None unless a frame passes its CRC."""
+def _decode(cand: _Candidate, uncropped: bool = False) -> tuple[bytes, int] | None:
+    """Decode one synchronisation hypothesis: (data, the original grid's width in blocks),
+    or None unless a frame passes its CRC."""
     soft = cand.soft
     nby, nbx, _ = soft.shape
     lay = _layout(cand.by0, cand.bx0, nby, nbx)
@@ -574,8 +612,47 @@ def _decode(cand: _Candidate, uncropped: bool = False) -> bytes | None:
             length = int.from_bytes(body[:2], "big")
             if length > lv:
                 continue
-            return body[2 : 2 + length]
+            return body[2 : 2 + length], nbx_orig
     return None
+
+
+def _pilot_phases(c: np.ndarray) -> list[tuple[float, float]]:
+    """Block-grid phase (ox, oy) of canonical image ``c`` read from the pilot, and the
+    same shifted by half a period (the pilot's cos*cos cannot tell them apart)."""
+    z1, z2 = _demod(c)
+    a = -PILOT_PERIOD * np.angle(z1.sum()) / (2 * np.pi)
+    b = -PILOT_PERIOD * np.angle(z2.sum()) / (2 * np.pi)
+    xb, yb = (a + b) / 2, (a - b) / 2
+    half = PILOT_PERIOD / 2
+    return [(xb % PILOT_PERIOD, yb % PILOT_PERIOD),
+            ((xb + half) % PILOT_PERIOD, (yb + half) % PILOT_PERIOD)]
+
+
+def _shift(c: np.ndarray, ox: float, oy: float, interp: int = cv2.INTER_CUBIC) -> np.ndarray:
+    """``c`` moved so that its block grid's origin (ox, oy) lands on (0, 0)."""
+    m = np.float32([[1, 0, ox], [0, 1, oy]])
+    return cv2.warpAffine(c, m, c.shape[::-1], flags=interp | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def _grid_candidate(y: np.ndarray, c: np.ndarray, kx: float, ky: float, ox: float, oy: float,
+                    sat: np.ndarray | None) -> _Candidate | None:
+    """The hypothesis "canonical image ``c`` (``y`` resampled at kx, ky) has its block grid
+    at (ox, oy)", scored by sync correlation over whole-block shifts."""
+    hc, wc = c.shape
+    nby = int((hc - oy) // BLOCK)
+    nbx = int((wc - ox) // BLOCK)
+    if nby < 2 or nbx < 2:
+        return None
+    v = _block_coefs(_shift(c, ox, oy), nby, nbx)
+    wsat: np.ndarray | float = 1.0
+    if sat is not None:
+        wsat = _sat_weight(_shift(_resample(sat, kx, ky), ox, oy, cv2.INTER_LINEAR), nby, nbx)
+    g = _estimate_gain(_unsaturated(v, wsat))
+    cand = _best_shift(_soft(v, g) * wsat)
+    cand.ctx = (c, ox, oy, g, wsat)
+    cand.geom = (kx, ky, 1.0, 1.0, ox, oy)
+    return cand
 
 
 def _pilot_route(y: np.ndarray, sat: np.ndarray | None) -> list[_Candidate]:
@@ -586,41 +663,10 @@ def _pilot_route(y: np.ndarray, sat: np.ndarray | None) -> list[_Candidate]:
         kx, ky, c = _refine(y, kx, ky)
         if min(c.shape) < 2 * BLOCK:
             continue
-        z1, z2 = _demod(c)
-        a = -PILOT_PERIOD * np.angle(z1.sum()) / (2 * np.pi)
-        b = -PILOT_PERIOD * np.angle(z2.sum()) / (2 * np.pi)
-        xb, yb = (a + b) / 2, (a - b) / 2
-        for sx, sy in ((0.0, 0.0), (PILOT_PERIOD / 2, PILOT_PERIOD / 2)):
-            ox = (xb + sx) % PILOT_PERIOD
-            oy = (yb + sy) % PILOT_PERIOD
-            hc, wc = c.shape
-            m = np.float32([[1, 0, ox], [0, 1, oy]])
-            aligned = cv2.warpAffine(
-                c,
-                m,
-                (wc, hc),
-                flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                borderMode=cv2.BORDER_REFLECT,
-            )
-            nby = int((hc - oy) // BLOCK)
-            nbx = int((wc - ox) // BLOCK)
-            if nby < 2 or nbx < 2:
-                continue
-            v = _block_coefs(aligned, nby, nbx)
-            wsat: np.ndarray | float = 1.0
-            if sat is not None:
-                ms = cv2.warpAffine(
-                    _resample(sat, kx, ky),
-                    m,
-                    (wc, hc),
-                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                    borderMode=cv2.BORDER_REFLECT,
-                )
-                wsat = _sat_weight(ms, nby, nbx)
-            g = _estimate_gain(_unsaturated(v, wsat))
-            cand = _best_shift(_soft(v, g) * wsat)
-            cand.ctx = (c, ox, oy, g, wsat)
-            cands.append(cand)
+        for ox, oy in _pilot_phases(c):
+            cand = _grid_candidate(y, c, kx, ky, ox, oy, sat)
+            if cand is not None:
+                cands.append(cand)
         if cands and max(cd.z for cd in cands) > 12:
             break
     cands.sort(key=lambda cd: -cd.z)
@@ -631,12 +677,79 @@ def _pilot_route(y: np.ndarray, sat: np.ndarray | None) -> list[_Candidate]:
     return cands
 
 
-def _warp_coefs(c: np.ndarray, p: np.ndarray, nby: int, nbx: int) -> np.ndarray:
+def _crop_scales(h: int, w: int) -> tuple[list[float], list[float]]:
+    """The received->canonical scales (ky, kx) a *cropped, not resized* image can have.
+
+    Cropping keeps the original's pixel grid, so the scale is the original's own
+    ``canonical side / original side`` for an original up to ``CROP_MAX`` larger per axis:
+    a short, known list (the ladder rounds the canonical side), thinned to a relative
+    spacing of ``CROP_SCALE_SPACING``.
+    """
+    out: list[list[float]] = []
+    for axis, n in ((0, h), (1, w)):
+        ks = set()
+        for n0 in range(n, int(n / (1.0 - CROP_MAX)) + 1):
+            f = n0 / n
+            ks.add(_canonical_shape(round(h * f), round(w * f))[axis] / round((h, w)[axis] * f))
+        picked: list[float] = []
+        for k in sorted(ks):
+            if not picked or k > picked[-1] * (1.0 + CROP_SCALE_SPACING):
+                picked.append(k)
+        out.append(picked)
+    return out[0], out[1]
+
+
+def _crop_route(y: np.ndarray, sat: np.ndarray | None) -> list[_Candidate]:
+    """Hypotheses "cropped, not resized", for photos too small for the pilot's scale peak.
+
+    The scale is then one of a few known values (``_crop_scales``); for each, the pilot's
+    phase (weak, but at a known scale far easier to read than its spectral peak) gives the
+    block-grid phase. Hypotheses are ranked by the payload-independent QIM lattice fit, and
+    the best few are refined by ``_polish`` (sub-pixel offset and scale).
+    """
+    h, w = y.shape
+    kys, kxs = _crop_scales(h, w)
+    steps = np.arange(-CROP_PHASE_RANGE, CROP_PHASE_RANGE + 1e-9, CROP_PHASE_STEP)
+    ranked: list[tuple[float, float, float, float, float, np.ndarray]] = []
+    for ky in kys:
+        for kx in kxs:
+            c = _resample(y, kx, ky)
+            hc, wc = c.shape
+            # Rank on a central window: cheap, and short enough that a scale between two
+            # hypotheses drifts by under a tenth of a pixel across it.
+            n = min(CROP_WINDOW_BLOCKS, hc // BLOCK - 2, wc // BLOCK - 2)
+            if n < 2:
+                continue
+            y0 = (hc // 2 - n * BLOCK // 2) // BLOCK * BLOCK
+            x0 = (wc // 2 - n * BLOCK // 2) // BLOCK * BLOCK
+            win = c[y0 - BLOCK: y0 + (n + 1) * BLOCK, x0 - BLOCK: x0 + (n + 1) * BLOCK]
+            for px, py in _pilot_phases(c):
+                best = (-1.0, px, py)
+                for dy in steps:
+                    for dx in steps:
+                        ox, oy = (px + dx) % BLOCK, (py + dy) % BLOCK
+                        v = _block_coefs(_shift(win, ox, oy)[BLOCK:], n, n + 1)
+                        fit = _lattice_fit(v, 1.0)
+                        if fit > best[0]:
+                            best = (fit, ox, oy)
+                ranked.append((best[0], kx, ky, best[1], best[2], c))
+    ranked.sort(key=lambda t: -t[0])
+    cands: list[_Candidate] = []
+    for _fit, kx, ky, ox, oy, c in ranked[:CROP_POLISH]:
+        cand = _grid_candidate(y, c, kx, ky, ox, oy, sat)
+        if cand is not None:
+            polished = _polish(cand)
+            cands += [cand, polished, *_regrid(y, polished, sat)]
+    cands.sort(key=lambda cd: -cd.z)
+    return cands
+
+
+def _warp_coefs(c: np.ndarray, m: np.ndarray, nby: int, nbx: int) -> np.ndarray:
+    """Block coefficients of ``c`` sampled at u_c = m @ (u_a, 1) (m: 2x3, grid -> c)."""
     hc, wc = c.shape
-    m = np.float32([[1 + p[2], 0, p[0]], [0, 1 + p[3], p[1]]])
-    aligned = cv2.warpAffine(
-        c, m, (wc, hc), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT
-    )
+    aligned = cv2.warpAffine(c, m.astype(np.float32), (wc, hc),
+                             flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_REFLECT)
     return _block_coefs(aligned, nby, nbx)
 
 
@@ -662,9 +775,17 @@ def _polish(cand: _Candidate) -> _Candidate:
     nbx = min(nbx, int((wc - ox) // BLOCK) - 1)
     if nby < 2 or nbx < 2:
         return cand
-    p = np.array([ox, oy, 0.0, 0.0])
+    # Scale about the grid's centre, not its corner: then a scale step does not also
+    # shift the centre, and the four parameters can be searched one at a time.
+    cx, cy = nbx * BLOCK / 2, nby * BLOCK / 2
+
+    def matrix(q: np.ndarray) -> np.ndarray:
+        return np.array([[1 + q[2], 0.0, ox + q[0] - q[2] * cx],
+                         [0.0, 1 + q[3], oy + q[1] - q[3] * cy]])
+
+    p = np.zeros(4)
     steps = np.array([0.2, 0.2, 8e-4, 8e-4])
-    best = _lattice_fit(_warp_coefs(c, p, nby, nbx), g)
+    best = _lattice_fit(_warp_coefs(c, matrix(p), nby, nbx), g)
     for _ in range(4):
         improved = True
         while improved:
@@ -673,13 +794,32 @@ def _polish(cand: _Candidate) -> _Candidate:
                 for d in (-1.0, 1.0):
                     q = p.copy()
                     q[i] += d * steps[i]
-                    f = _lattice_fit(_warp_coefs(c, q, nby, nbx), g)
+                    f = _lattice_fit(_warp_coefs(c, matrix(q), nby, nbx), g)
                     if f > best:
                         best, p, improved = f, q, True
         steps /= 2
-    v = _warp_coefs(c, p, nby, nbx)
+    m = matrix(p)
+    v = _warp_coefs(c, m, nby, nbx)
     w = wsat[:nby, :nbx] if isinstance(wsat, np.ndarray) else wsat
-    return _best_shift(_soft(v, _estimate_gain(_unsaturated(v, w))) * w)
+    out = _best_shift(_soft(v, _estimate_gain(_unsaturated(v, w))) * w)
+    out.geom = (cand.geom[0], cand.geom[1], m[0, 0], m[1, 1], m[0, 2], m[1, 2])
+    return out
+
+
+def _regrid(y: np.ndarray, cand: _Candidate, sat: np.ndarray | None) -> list[_Candidate]:
+    """Resample ``y`` once more, directly at the polished scale, and polish again.
+
+    ``_polish`` works on an already resampled image, so its result carries two
+    interpolations and a scale error from the hypothesis grid; one clean resampling at the
+    refined scale removes both (worth several sync standard deviations after crops).
+    """
+    kx, ky, sx, sy, ox, oy = cand.geom
+    kx2, ky2 = kx / sx, ky / sy
+    c = _resample(y, kx2, ky2)
+    ox2 = ((0.5 + ox) / sx - 0.5) % BLOCK
+    oy2 = ((0.5 + oy) / sy - 0.5) % BLOCK
+    fresh = _grid_candidate(y, c, kx2, ky2, ox2, oy2, sat)
+    return [] if fresh is None else [fresh, _polish(fresh)]
 
 
 def _sync_z(soft: np.ndarray) -> float:
@@ -728,6 +868,7 @@ def _ladder_route(y: np.ndarray, sat: list[np.ndarray | None]) -> list[_Candidat
         nby, nbx = hc // BLOCK, wc // BLOCK
         best_v: np.ndarray | None = None
         best_z = -1e9
+        best_k = (1.0, 1.0)
         for dw in (-0.5, -0.25, 0.0, 0.25, 0.5):
             for dh in (-0.5, -0.25, 0.0, 0.25, 0.5):
                 c = _resample(y, wc / (w + dw), hc / (h + dh))[:hc, :wc]
@@ -736,14 +877,15 @@ def _ladder_route(y: np.ndarray, sat: list[np.ndarray | None]) -> list[_Candidat
                 v = _block_coefs(c, nby, nbx)
                 z = _sync_z(_soft(v, _estimate_gain(v)))
                 if z > best_z:
-                    best_z, best_v = z, v
+                    best_z, best_v, best_k = z, v, (wc / (w + dw), hc / (h + dh))
         if best_v is None:
             continue
         # Clipping-aware variants: erase blocks that a brightness change pushed to 0/255.
         for mask in sat:
             wsat = _sat_weight(None if mask is None else _to_canonical(mask, hc, wc), nby, nbx)
             soft = _soft(best_v, _estimate_gain(_unsaturated(best_v, wsat))) * wsat
-            cands.append(_Candidate(_sync_z(soft), soft, 0, 0, uncropped=True))
+            cands.append(_Candidate(_sync_z(soft), soft, 0, 0, uncropped=True,
+                                    geom=(*best_k, 1.0, 1.0, 0.0, 0.0)))
     cands.sort(key=lambda cd: -cd.z)
     return cands
 
@@ -754,6 +896,19 @@ Z_MIN = 4.5
 LADDER_Z_MIN = 3.0
 #: Received images up to this many pixels get a finer (3x dearer) ladder scoring.
 SMALL_PIXELS = 200_000
+#: Crop route: largest crop (fraction of the original side, all borders together), the
+#: relative spacing of the scale hypotheses tried, and how many of them get polished.
+CROP_MAX = 0.12
+CROP_SCALE_SPACING = 0.004
+CROP_POLISH = 4
+#: Crop route: sub-pixel search (canonical px) around the pilot's phase, on a central
+#: window of this many blocks per side.
+CROP_PHASE_RANGE = 0.75
+CROP_PHASE_STEP = 0.25
+CROP_WINDOW_BLOCKS = 10
+#: Largest received image (pixels) the crop route runs on: above it the pilot is strong
+#: enough, and the route's cost (~2 s at 640x480) grows with area.
+CROP_ROUTE_PIXELS = 800_000
 
 
 def _candidates(img: np.ndarray) -> Iterator[_Candidate]:
@@ -769,19 +924,53 @@ def _candidates(img: np.ndarray) -> Iterator[_Candidate]:
             masks.append(chan_clip)
     yield from _pilot_route(y, masks[1] if len(masks) > 1 else None)[:3]
     yield from _ladder_route(y, masks)
+    if y.size <= CROP_ROUTE_PIXELS:  # larger photos: the pilot route handles crops
+        yield from _crop_route(y, masks[1] if len(masks) > 1 else None)
 
 
-def extract(img: np.ndarray) -> bytes:
-    """Return the bytes embedded by :func:`embed`, or raise ``NoPayloadError``."""
+@dataclass(frozen=True)
+class Located:
+    """A decoded payload and where the received image sits on the original's grid."""
+
+    data: bytes
+    #: 2x3 affine, received image px -> the original's canonical px.
+    to_canonical: np.ndarray
+    #: Width of the original's canonical grid in blocks (from the frame header): tells
+    #: which layout (normal or dense) the embedder used.
+    grid_width: int
+
+    def to_original(self, width: int, height: int) -> np.ndarray:
+        """2x3 affine, received image px -> px of the original (``width`` x ``height``,
+        known from the decrypted payload)."""
+        dense = _n_blocks(height, width)[1] != self.grid_width and (
+            _n_blocks(height, width, dense=True)[1] == self.grid_width)
+        hc, wc = _canonical_shape(height, width, dense)
+        kx, ky = wc / width, hc / height
+        canon = np.array([[kx, 0.0, 0.5 * kx - 0.5], [0.0, ky, 0.5 * ky - 0.5], [0, 0, 1.0]])
+        return (np.linalg.inv(canon) @ np.vstack([self.to_canonical, [0.0, 0.0, 1.0]]))[:2]
+
+
+def locate(img: np.ndarray) -> Located:
+    """Decode the payload and the geometry the decoder found (resize, crop offset).
+
+    Recovery uses the geometry to put faces back exactly where they were even after a
+    crop: the synchronisation is far more precise than re-detecting anonymised faces.
+    Raises ``NoPayloadError`` like :func:`extract`.
+    """
     try:
         for cand in _candidates(img):
             if cand.z < Z_MIN:
                 continue
-            data = _decode(cand, cand.uncropped)
-            if data is not None:
-                return data
+            found = _decode(cand, cand.uncropped)
+            if found is not None:
+                return Located(found[0], cand.to_canonical(), found[1])
     except (cv2.error, ValueError, ZeroDivisionError, FloatingPointError):
         # A degenerate synchronisation hypothesis on an unmarked or mangled image (e.g. a
         # scale estimate that leaves no pixels): that is "no payload", never a crash.
         pass
     raise NoPayloadError("no robust payload found in this image (or it was damaged too much)")
+
+
+def extract(img: np.ndarray) -> bytes:
+    """Return the bytes embedded by :func:`embed`, or raise ``NoPayloadError``."""
+    return locate(img).data
