@@ -44,7 +44,10 @@ Design (and why):
   grid width are announced in a repeated 16-bit header.
 
 ``capacity_bytes`` is proportional to area: it keeps 1.5 (small photos) to 2.5 (large
-photos) coefficients per coded bit. Shorter payloads are markedly more robust.
+photos) coefficients per coded bit. Shorter payloads are markedly more robust. A *dense*
+layout (canonical side 0.6 instead of 0.5 of the original: ~45 % more bytes) is there for
+small photos that would otherwise carry no face code; it gives up surviving downscaling
+combined with JPEG. The decoder needs no flag: the ladder route finds either layout.
 
 Known limits: crops of 250x250 photos are not survived (the pilot phase is too noisy for
 the lattice search to find the grid), nor crops combined with resizing below ~1 MP; crop
