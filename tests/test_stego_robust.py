@@ -11,7 +11,7 @@ import pytest
 from refacex.errors import ModelMissingError, NoPayloadError
 from refacex.io.images import read_image
 from refacex.models import resolve
-from refacex.stego.robust import capacity_bytes, embed, extract
+from refacex.stego.robust import capacity_bytes, embed, extract, locate
 
 Attack = Callable[[np.ndarray], np.ndarray]
 
@@ -152,6 +152,24 @@ VGA_CROPS: dict[str, Attack] = {
 def test_vga_photo_survives_border_crops(marked_vga, attack: str) -> None:
     img, data = marked_vga
     assert extract(VGA_CROPS[attack](img)) == data
+
+
+@pytest.mark.parametrize("attack", ["crop3_left_top", "scale0.5"])
+def test_located_geometry_maps_back_to_the_original(marked_vga, attack: str) -> None:
+    """``locate`` says where the received image sits on the original (what recovery uses
+    to place faces after a crop or resize): within a pixel everywhere."""
+    img, data = marked_vga
+    got = {**COMMON, **VGA_CROPS}[attack](img)
+    loc = locate(got)
+    assert loc.data == data
+    h, w = got.shape[:2]
+    pts = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1], [w / 2, h / 2]], float)
+    est = pts @ loc.to_original(640, 480)[:, :2].T + loc.to_original(640, 480)[:, 2]
+    if attack == "scale0.5":
+        truth = (pts + 0.5) * [640 / w, 480 / h] - 0.5
+    else:
+        truth = pts + [int(640 * 0.03), int(480 * 0.03)]
+    assert np.abs(est - truth).max() < 1.0, est - truth
 
 
 def test_png_roundtrip_strips_nothing(marked_small) -> None:
