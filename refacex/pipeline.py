@@ -183,7 +183,8 @@ def anonymize(image: np.ndarray, keys: SealKeys, method: str = "swap", strength:
         dense = False
         if sum(1 for s in sizes if s) < len(todo):
             # Some face got no code (small photo, public-key overhead, many faces): the
-            # denser layout trades robustness to downscale+JPEG for ~45 % more bytes.
+            # denser layout trades robustness to crops and downscale+JPEG for ~45 %
+            # more bytes.
             d_blob, d_sizes = build_robust_payload(image, todo, keys,
                                                    robust.capacity_bytes(h, w, dense=True))
             if sum(1 for s in d_sizes if s) > sum(1 for s in sizes if s):

@@ -46,8 +46,9 @@ Design (and why):
 ``capacity_bytes`` is proportional to area: it keeps 1.5 (small photos) to 2.5 (large
 photos) coefficients per coded bit. Shorter payloads are markedly more robust. A *dense*
 layout (canonical side 0.6 instead of 0.5 of the original: ~45 % more bytes) is there for
-small photos that would otherwise carry no face code; it gives up surviving downscaling
-combined with JPEG. The decoder needs no flag: the ladder route finds either layout.
+small photos that would otherwise carry no face code; it gives up surviving crops and
+downscaling combined with JPEG. The decoder needs no flag: the ladder route finds either
+layout.
 
 Known limits: crops of 250x250 photos are not survived (the pilot phase is too noisy for
 the lattice search to find the grid), nor crops combined with resizing below ~1 MP; crop
@@ -99,8 +100,9 @@ FRAME_OVERHEAD = 6
 CANON_FRACTION = 0.5  # canonical side / original side
 #: The denser layout's canonical fraction. A 250x250 photo then carries 86 bytes instead
 #: of 59 (room for a face code even in public-key mode), still surviving JPEG 50, 0.5x-2x
-#: resizing and +-20 % brightness/contrast, but not downscaling combined with JPEG; the
-#: ladder route decodes it unchanged (its sizes span 0.18-1.3x the received image).
+#: resizing and +-20 % brightness/contrast, but not crops or downscaling combined with
+#: JPEG; the ladder route decodes it unchanged (its sizes span 0.18-1.3x the received
+#: image).
 DENSE_FRACTION = 0.6
 CANON_MAX = 1200  # longest canonical side (keeps extraction time bounded for huge photos)
 EMBED_ITERS = 5
