@@ -709,8 +709,9 @@ def _crop_route(y: np.ndarray, sat: np.ndarray | None) -> list[_Candidate]:
 
     The scale is then one of a few known values (``_crop_scales``); for each, the pilot's
     phase (weak, but at a known scale far easier to read than its spectral peak) gives the
-    block-grid phase. Hypotheses are ranked by the payload-independent QIM lattice fit, and
-    the best few are refined by ``_polish`` (sub-pixel offset and scale).
+    block-grid phase, refined by a sub-pixel search on a central window. Hypotheses are
+    ranked by the payload-independent QIM lattice fit over the whole image, and the best
+    few are refined by ``_polish`` and ``_regrid`` (sub-pixel offset and scale).
     """
     h, w = y.shape
     kys, kxs = _crop_scales(h, w)
@@ -727,17 +728,23 @@ def _crop_route(y: np.ndarray, sat: np.ndarray | None) -> list[_Candidate]:
                 continue
             y0 = (hc // 2 - n * BLOCK // 2) // BLOCK * BLOCK
             x0 = (wc // 2 - n * BLOCK // 2) // BLOCK * BLOCK
-            win = c[y0 - BLOCK: y0 + (n + 1) * BLOCK, x0 - BLOCK: x0 + (n + 1) * BLOCK]
+            # (one block of margin each side: the sub-pixel shifts read just outside)
+            win = c[y0 - BLOCK: y0 + (n + 2) * BLOCK, x0 - BLOCK: x0 + (n + 2) * BLOCK]
             for px, py in _pilot_phases(c):
                 best = (-1.0, px, py)
                 for dy in steps:
                     for dx in steps:
                         ox, oy = (px + dx) % BLOCK, (py + dy) % BLOCK
-                        v = _block_coefs(_shift(win, ox, oy)[BLOCK:], n, n + 1)
+                        v = _block_coefs(_shift(win, ox, oy)[BLOCK:, BLOCK:], n, n)
                         fit = _lattice_fit(v, 1.0)
                         if fit > best[0]:
                             best = (fit, ox, oy)
-                ranked.append((best[0], kx, ky, best[1], best[2], c))
+                # Then score the whole image at that phase: the window cannot tell
+                # neighbouring scales apart, the whole image can (they drift at its edges).
+                _f, ox, oy = best
+                nby, nbx = int((hc - oy) // BLOCK), int((wc - ox) // BLOCK)
+                v = _block_coefs(_shift(c, ox, oy), nby, nbx)
+                ranked.append((_lattice_fit(v, 1.0), kx, ky, ox, oy, c))
     ranked.sort(key=lambda t: -t[0])
     cands: list[_Candidate] = []
     for _fit, kx, ky, ox, oy, c in ranked[:CROP_POLISH]:
