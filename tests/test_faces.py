@@ -12,7 +12,7 @@ from refacex.faces import get_recognizer
 from refacex.faces.align import paste_back, template, transform_points, warp_face
 from refacex.faces.landmarks import eye_openness, mouth_openness
 from refacex.faces.masks import face_mask
-from refacex.faces.pose import _IDX, _MODEL, estimate_pose
+from refacex.faces.pose import _MODEL, PNP_POINTS, estimate_pose
 
 RECOGNISERS = ["sface", "dlib"]
 
@@ -159,7 +159,7 @@ def test_pose_recovers_synthetic_rotation(yaw, pitch, roll):
     f = 1200.0
     pts2 = pts3[:, :2] / pts3[:, 2:] * f + 500
     lm = np.zeros((68, 2))
-    lm[_IDX] = pts2
+    lm[PNP_POINTS] = pts2
     # Fill the other eye points with the corner midpoints (the prior reads eye centres).
     lm[[37, 38, 40, 41]] = pts2[4:6].mean(0)
     lm[[43, 44, 46, 47]] = pts2[6:8].mean(0)
