@@ -181,13 +181,14 @@ def anonymize(image: np.ndarray, keys: SealKeys, method: str = "swap", strength:
         todo = [(i, f) for i, f, _ in edited]
         blob, sizes = build_robust_payload(image, todo, keys, robust.capacity_bytes(h, w))
         dense = False
-        if sum(1 for s in sizes if s) < len(todo):
+        coded = sum(1 for s in sizes if s)
+        if coded < len(todo):
             # Some face got no code (small photo, public-key overhead, many faces): the
             # denser layout trades robustness to crops and downscale+JPEG for ~45 %
             # more bytes.
             d_blob, d_sizes = build_robust_payload(image, todo, keys,
                                                    robust.capacity_bytes(h, w, dense=True))
-            if sum(1 for s in d_sizes if s) > sum(1 for s in sizes if s):
+            if sum(1 for s in d_sizes if s) > coded:
                 blob, sizes, dense = d_blob, d_sizes, True
         if blob is not None:
             result.image = robust.embed(out, blob, dense=dense)

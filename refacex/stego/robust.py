@@ -640,16 +640,24 @@ def _shift(c: np.ndarray, ox: float, oy: float, interp: int = cv2.INTER_CUBIC) -
                           borderMode=cv2.BORDER_REFLECT)
 
 
-def _grid_candidate(y: np.ndarray, c: np.ndarray, kx: float, ky: float, ox: float, oy: float,
-                    sat: np.ndarray | None) -> _Candidate | None:
-    """The hypothesis "canonical image ``c`` (``y`` resampled at kx, ky) has its block grid
-    at (ox, oy)", scored by sync correlation over whole-block shifts."""
+def _grid_coefs(c: np.ndarray, ox: float, oy: float) -> np.ndarray | None:
+    """Block coefficients of every whole block of ``c`` when its grid starts at (ox, oy);
+    None if fewer than 2x2 blocks fit."""
     hc, wc = c.shape
-    nby = int((hc - oy) // BLOCK)
-    nbx = int((wc - ox) // BLOCK)
+    nby, nbx = int((hc - oy) // BLOCK), int((wc - ox) // BLOCK)
     if nby < 2 or nbx < 2:
         return None
-    v = _block_coefs(_shift(c, ox, oy), nby, nbx)
+    return _block_coefs(_shift(c, ox, oy), nby, nbx)
+
+
+def _grid_candidate(c: np.ndarray, kx: float, ky: float, ox: float, oy: float,
+                    sat: np.ndarray | None) -> _Candidate | None:
+    """The hypothesis "canonical image ``c`` (the received image resampled at kx, ky) has
+    its block grid at (ox, oy)", scored by sync correlation over whole-block shifts."""
+    v = _grid_coefs(c, ox, oy)
+    if v is None:
+        return None
+    nby, nbx = v.shape[:2]
     wsat: np.ndarray | float = 1.0
     if sat is not None:
         wsat = _sat_weight(_shift(_resample(sat, kx, ky), ox, oy, cv2.INTER_LINEAR), nby, nbx)
@@ -669,7 +677,7 @@ def _pilot_route(y: np.ndarray, sat: np.ndarray | None) -> list[_Candidate]:
         if min(c.shape) < 2 * BLOCK:
             continue
         for ox, oy in _pilot_phases(c):
-            cand = _grid_candidate(y, c, kx, ky, ox, oy, sat)
+            cand = _grid_candidate(c, kx, ky, ox, oy, sat)
             if cand is not None:
                 cands.append(cand)
         if cands and max(cd.z for cd in cands) > 12:
@@ -742,13 +750,13 @@ def _crop_route(y: np.ndarray, sat: np.ndarray | None) -> list[_Candidate]:
                 # Then score the whole image at that phase: the window cannot tell
                 # neighbouring scales apart, the whole image can (they drift at its edges).
                 _f, ox, oy = best
-                nby, nbx = int((hc - oy) // BLOCK), int((wc - ox) // BLOCK)
-                v = _block_coefs(_shift(c, ox, oy), nby, nbx)
-                ranked.append((_lattice_fit(v, 1.0), kx, ky, ox, oy, c))
+                v = _grid_coefs(c, ox, oy)
+                if v is not None:
+                    ranked.append((_lattice_fit(v, 1.0), kx, ky, ox, oy, c))
     ranked.sort(key=lambda t: -t[0])
     cands: list[_Candidate] = []
     for _fit, kx, ky, ox, oy, c in ranked[:CROP_POLISH]:
-        cand = _grid_candidate(y, c, kx, ky, ox, oy, sat)
+        cand = _grid_candidate(c, kx, ky, ox, oy, sat)
         if cand is not None:
             polished = _polish(cand)
             cands += [cand, polished, *_regrid(y, polished, sat)]
@@ -830,7 +838,7 @@ def _regrid(y: np.ndarray, cand: _Candidate, sat: np.ndarray | None) -> list[_Ca
     c = _resample(y, kx2, ky2)
     ox2 = ((0.5 + ox) / sx - 0.5) % BLOCK
     oy2 = ((0.5 + oy) / sy - 0.5) % BLOCK
-    fresh = _grid_candidate(y, c, kx2, ky2, ox2, oy2, sat)
+    fresh = _grid_candidate(c, kx2, ky2, ox2, oy2, sat)
     return [] if fresh is None else [fresh, _polish(fresh)]
 
 
