@@ -8,9 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
+from refacex.audit.distortions import brightness, contrast, crop, crop_px, jpeg, resize
+from refacex.audit.metrics import psnr
 from refacex.errors import ModelMissingError, NoPayloadError
 from refacex.io.images import read_image
 from refacex.models import resolve
+from refacex.stego import robust
 from refacex.stego.robust import capacity_bytes, embed, extract, locate
 
 Attack = Callable[[np.ndarray], np.ndarray]
@@ -23,59 +26,20 @@ def _sample(name: str) -> np.ndarray:
         pytest.skip(f"sample photo missing: {exc}")
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255.0**2 / mse)
-
-
-def _jpeg(q: int) -> Attack:
-    def f(img: np.ndarray) -> np.ndarray:
-        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])
-        assert ok
-        return cv2.imdecode(buf, cv2.IMREAD_COLOR)
-
-    return f
-
-
-def _scale(s: float) -> Attack:
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
-    return lambda img: cv2.resize(img, None, fx=s, fy=s, interpolation=interp)
-
-
-def _brightness(f: float) -> Attack:
-    return lambda img: np.clip(img.astype(np.float64) * f, 0, 255).astype(np.uint8)
-
-
-def _contrast(f: float) -> Attack:
-    def g(img: np.ndarray) -> np.ndarray:
-        x = img.astype(np.float64)
-        return np.clip((x - x.mean()) * f + x.mean(), 0, 255).astype(np.uint8)
-
-    return g
-
-
-def _crop(left: float, top: float, right: float, bottom: float) -> Attack:
-    def f(img: np.ndarray) -> np.ndarray:
-        h, w = img.shape[:2]
-        return img[int(h * top) : h - int(h * bottom), int(w * left) : w - int(w * right)]
-
-    return f
-
-
 COMMON: dict[str, Attack] = {
     "clean": lambda img: img,
-    "jpeg75": _jpeg(75),
-    "jpeg50": _jpeg(50),
-    "scale0.5": _scale(0.5),
-    "scale1.5": _scale(1.5),
-    "scale2": _scale(2.0),
-    "brightness+20": _brightness(1.2),
-    "contrast-20": _contrast(0.8),
+    "jpeg75": lambda img: jpeg(img, 75),
+    "jpeg50": lambda img: jpeg(img, 50),
+    "scale0.5": lambda img: resize(img, 0.5),
+    "scale1.5": lambda img: resize(img, 1.5),
+    "scale2": lambda img: resize(img, 2.0),
+    "brightness+20": lambda img: brightness(img, 0.2),
+    "contrast-20": lambda img: contrast(img, -0.2),
 }
 CROPS: dict[str, Attack] = {
-    "crop3": _crop(0.03, 0.03, 0.03, 0.03),
-    "crop3_left_top": _crop(0.03, 0.03, 0.0, 0.0),
-    "scale0.5_jpeg75": lambda img: _jpeg(75)(_scale(0.5)(img)),
+    "crop3": lambda img: crop(img, 0.03, 0.03, 0.03, 0.03),
+    "crop3_left_top": lambda img: crop(img, 0.03, 0.03),
+    "scale0.5_jpeg75": lambda img: jpeg(resize(img, 0.5), 75),
 }
 
 
@@ -125,8 +89,8 @@ def test_capacity_grows_with_area() -> None:
 
 def test_invisible(photo_large: np.ndarray, photo_small: np.ndarray, marked_large, marked_small):
     assert marked_large[0].shape == photo_large.shape and marked_large[0].dtype == np.uint8
-    assert _psnr(marked_large[0], photo_large) >= 40.0
-    assert _psnr(marked_small[0], photo_small) >= 40.0
+    assert psnr(marked_large[0], photo_large) >= 40.0
+    assert psnr(marked_small[0], photo_small) >= 40.0
 
 
 @pytest.mark.parametrize("attack", [*COMMON, *CROPS])
@@ -142,15 +106,32 @@ def test_small_photo_survives(marked_small, attack: str) -> None:
 
 
 VGA_CROPS: dict[str, Attack] = {
-    "crop2": _crop(0.02, 0.02, 0.02, 0.02),
-    "crop3_left_top": _crop(0.03, 0.03, 0.0, 0.0),
-    "crop5_right_bottom": _crop(0.0, 0.0, 0.05, 0.05),
+    "crop2": lambda img: crop(img, 0.02, 0.02, 0.02, 0.02),
+    "crop3_left_top": lambda img: crop(img, 0.03, 0.03),
+    "crop5_right_bottom": lambda img: crop(img, right=0.05, bottom=0.05),
 }
 
 
 @pytest.mark.parametrize("attack", list(VGA_CROPS))
 def test_vga_photo_survives_border_crops(marked_vga, attack: str) -> None:
     img, data = marked_vga
+    assert extract(VGA_CROPS[attack](img)) == data
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["normal", "dense"])
+def marked_small_full(request, photo_small: np.ndarray) -> tuple[np.ndarray, bytes]:
+    """A 250x250 photo filled to capacity, in either layout (public-key payloads on such
+    photos use the dense one)."""
+    dense = request.param
+    data = np.random.default_rng(11).bytes(capacity_bytes(250, 250, dense))
+    return embed(photo_small, data, dense), data
+
+
+@pytest.mark.parametrize("attack", ["crop2", "crop3_left_top", "crop5_right_bottom"])
+def test_small_photo_survives_border_crops(marked_small_full, attack: str) -> None:
+    """Crops of a 250x250 photo: found by the crop route at the exact scales a crop
+    leaves (both layouts), even with the payload at full capacity."""
+    img, data = marked_small_full
     assert extract(VGA_CROPS[attack](img)) == data
 
 
@@ -168,8 +149,21 @@ def test_located_geometry_maps_back_to_the_original(marked_vga, attack: str) -> 
     if attack == "scale0.5":
         truth = (pts + 0.5) * [640 / w, 480 / h] - 0.5
     else:
-        truth = pts + [int(640 * 0.03), int(480 * 0.03)]
+        truth = pts + crop_px(img, 0.03, 0.03)[:2]
     assert np.abs(est - truth).max() < 1.0, est - truth
+
+
+@pytest.mark.parametrize("attack", ["jpeg50", "contrast-20", "brightness+20"])
+def test_same_size_copies_decode_at_the_first_hypothesis(marked_small, marked_small_full,
+                                                        marked_vga, attack: str) -> None:
+    """Re-encoded or re-lit but not resized or cropped (the commonest handling): decoded by
+    the as-is hypothesis, before any search route runs, in either layout. (+20 %
+    brightness clips the astronaut's sky: only the shorter payload survives that.)"""
+    marked = [marked_small] if attack == "brightness+20" else [marked_small_full, marked_vga]
+    for img, data in marked:
+        first = next(iter(robust._candidates(COMMON[attack](img))))
+        found = robust._decode(first, first.uncropped)
+        assert first.z >= robust.Z_MIN and found is not None and found[0] == data
 
 
 def test_png_roundtrip_strips_nothing(marked_small) -> None:

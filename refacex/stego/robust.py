@@ -14,7 +14,10 @@ Design (and why):
   upsampled and *added* to the original. The embedder runs a closed loop (resample the
   marked uint8 image again, re-quantise, correct), so rounding, clipping and the
   up/down-sampling mismatch do not leave coefficients off their lattice.
-* **Resynchronisation, three routes.**
+* **Resynchronisation, four routes, cheapest first.**
+  0. *As-is* (neither resized nor cropped: re-encoded, metadata stripped, brightness,
+     noise): the embedder's own canonical grids for the received size, both layouts;
+     ~10 ms.
   1. *Pilot route* (crops + any scale; needs roughly 0.5 MP or more): a faint,
      key-independent pilot ``A cos(2 pi x/8) cos(2 pi y/8)`` (period = DCT block) is added
      at canonical resolution, and the picture's own content in a narrow band around it is
@@ -26,12 +29,14 @@ Design (and why):
   2. *Ladder route* (resized but not cropped; any size): the decoder tries the ladder's
      canonical sizes directly (plus +-0.5 px for the rounding of resized sizes), scoring
      each by sync correlation. This rescues small photos whose pilot is too faint.
-  3. *Crop route* (cropped but not resized; up to 0.8 MP): a crop keeps the original's
-     pixel grid, so the scale is one of a few known values (the original's own
-     canonical/original ratio, for an original up to 12 % larger). At a known scale the
-     faint pilot's *phase* is still readable even where its spectral peak is not; a
-     sub-pixel search around it on a central window, ranked by the payload-independent
-     QIM lattice fit, then ``_polish``, recovers the grid. ~2 s, tried last.
+  3. *Crop route* (cropped but not resized; up to 0.8 MP; either layout): a crop keeps
+     the original's pixel grid, so the scale is one of a known list (the original's own
+     canonical/original ratio, for an original up to 12 % larger), and at that scale the
+     grid phase is one a whole-pixel crop can leave. At a known scale the faint pilot's
+     *phase* is still readable even where its spectral peak is not; a sub-pixel search
+     around it on a central window, then the whole image's payload-independent QIM
+     lattice fit, rank coarse scales; every exact scale near the best is then tried with
+     the phase snapped to a whole-pixel crop. ~1.5 s at 250x250, ~3 s at 640x480; tried last.
 * **Brightness/contrast.** A global gain scales every AC coefficient; it is estimated blind
   by maximising the fit of the coefficients to the (payload-independent) half-step QIM
   lattice. Additive brightness does not touch AC coefficients. Blocks with clipped pixels
@@ -46,14 +51,14 @@ Design (and why):
 ``capacity_bytes`` is proportional to area: it keeps 1.5 (small photos) to 2.5 (large
 photos) coefficients per coded bit. Shorter payloads are markedly more robust. A *dense*
 layout (canonical side 0.6 instead of 0.5 of the original: ~45 % more bytes) is there for
-small photos that would otherwise carry no face code; it gives up surviving crops and
-downscaling combined with JPEG. The decoder needs no flag: the ladder route finds either
+small photos that would otherwise carry no face code; it gives up surviving downscaling
+combined with JPEG. The decoder needs no flag: the ladder and crop routes find either
 layout.
 
-Known limits: crops of 250x250 photos are not survived (the pilot phase is too noisy for
-the lattice search to find the grid), nor crops combined with resizing below ~1 MP; crop
-plus JPEG on 640x480 succeeds only sometimes; JPEG quality 30 and combined downscale+JPEG
-succeed only with payloads well below capacity; rotation is not handled.
+Known limits: crops combined with resizing are not survived below ~1 MP; on 250x250
+photos crop plus JPEG needs a payload below capacity (~80 %); JPEG quality 30 and
+combined downscale+JPEG succeed only with payloads well below capacity; rotation is not
+handled.
 """
 
 from __future__ import annotations
@@ -100,9 +105,9 @@ FRAME_OVERHEAD = 6
 CANON_FRACTION = 0.5  # canonical side / original side
 #: The denser layout's canonical fraction. A 250x250 photo then carries 86 bytes instead
 #: of 59 (room for a face code even in public-key mode), still surviving JPEG 50, 0.5x-2x
-#: resizing and +-20 % brightness/contrast, but not crops or downscaling combined with
-#: JPEG; the ladder route decodes it unchanged (its sizes span 0.18-1.3x the received
-#: image).
+#: resizing, +-20 % brightness/contrast and border crops, but not downscaling combined
+#: with JPEG; the ladder route decodes it unchanged (its sizes span 0.18-1.3x the
+#: received image), the crop route tries its scales too.
 DENSE_FRACTION = 0.6
 CANON_MAX = 1200  # longest canonical side (keeps extraction time bounded for huge photos)
 EMBED_ITERS = 5
@@ -151,12 +156,17 @@ _CU = np.array([c[0] for c in COEFS])
 _CV = np.array([c[1] for c in COEFS])
 # Basis images of the chosen coefficients, (m, 8, 8).
 _BASIS = np.einsum("ci,cj->cij", _D[_CU], _D[_CV])
+#: The same as a (64, m) matrix: block pixels in raster order -> coefficients.
+_BASIS_MAT = np.ascontiguousarray(_BASIS.reshape(len(COEFS), BLOCK * BLOCK).T)
 
 
 def _block_coefs(a: np.ndarray, nby: int, nbx: int) -> np.ndarray:
-    """Chosen DCT coefficients of each 8x8 block: shape (nby, nbx, m)."""
-    blocks = a[: nby * BLOCK, : nbx * BLOCK].reshape(nby, BLOCK, nbx, BLOCK).astype(np.float64)
-    return np.einsum("yixj,cij->yxc", blocks, _BASIS)
+    """Chosen DCT coefficients of each 8x8 block: shape (nby, nbx, m).
+
+    One matrix product (BLAS) rather than an einsum: the crop route calls this ~10^4
+    times per image."""
+    blocks = a[: nby * BLOCK, : nbx * BLOCK].reshape(nby, BLOCK, nbx, BLOCK).swapaxes(1, 2)
+    return blocks.reshape(nby, nbx, BLOCK * BLOCK).astype(np.float64) @ _BASIS_MAT
 
 
 def _blocks_from_coefs(delta: np.ndarray) -> np.ndarray:
@@ -286,16 +296,13 @@ def _pilot_band(c: np.ndarray) -> np.ndarray:
     """
     hc, wc = c.shape
     sigma = CLEAR_SIGMA
-    t = 2 * np.pi / PILOT_PERIOD
-    y = np.arange(hc)[:, None]
-    x = np.arange(wc)[None, :]
     out = np.zeros((hc, wc), np.float32)
     # The demodulated signal is smooth (sigma >= 16 px), so filter it at 1/4 resolution.
     q = 4
     small = (max(1, wc // q), max(1, hc // q))
-    for sign in (1, -1):
-        carrier = np.exp(1j * t * (x + sign * y)).astype(np.complex64)
-        z = c * np.conj(carrier)
+    for demod in _carriers(hc, wc):  # exp(-i t (x + y)), exp(-i t (x - y))
+        carrier = np.conj(demod)
+        z = c * demod
         out_z = []
         for part in (z.real, z.imag):
             lo = cv2.resize(part.astype(np.float32), small, interpolation=cv2.INTER_AREA)
@@ -313,8 +320,10 @@ def _qim(v: np.ndarray, bits: np.ndarray) -> np.ndarray:
 
 
 def _apply(img: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    out = img.astype(np.float32) + dy[..., None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = img.astype(np.float32)
+    out += dy[..., None]
+    # In place: the embedder calls this once per iteration on the full-size image.
+    return np.clip(np.rint(out, out=out), 0, 255, out=out).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- embed
@@ -414,10 +423,9 @@ def _carriers(hc: int, wc: int) -> tuple[np.ndarray, np.ndarray]:
     """The pilot's two complex carriers on an (hc, wc) grid (cached: the crop route
     demodulates many canonical images of a handful of sizes)."""
     t = 2 * np.pi / PILOT_PERIOD
-    y = np.arange(hc)[:, None]
-    x = np.arange(wc)[None, :]
-    return np.exp(-1j * t * (x + y)).astype(np.complex64), np.exp(-1j * t * (x - y)).astype(
-        np.complex64)
+    ey = np.exp(-1j * t * np.arange(hc))[:, None].astype(np.complex64)
+    ex = np.exp(-1j * t * np.arange(wc))[None, :].astype(np.complex64)
+    return ex * ey, ex * np.conj(ey)
 
 
 def _demod(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -690,76 +698,181 @@ def _pilot_route(y: np.ndarray, sat: np.ndarray | None) -> list[_Candidate]:
     return cands
 
 
-def _crop_scales(h: int, w: int) -> tuple[list[float], list[float]]:
-    """The received->canonical scales (ky, kx) a *cropped, not resized* image can have.
+def _crop_scales(h: int, w: int) -> list[tuple[dict[float, int], dict[float, int]]]:
+    """The received->canonical scales (ky, kx) a *cropped, not resized* image can have,
+    one pair per layout (normal, dense), each ``{scale: largest crop in px}``.
 
     Cropping keeps the original's pixel grid, so the scale is the original's own
     ``canonical side / original side`` for an original up to ``CROP_MAX`` larger per axis:
-    a short, known list (the ladder rounds the canonical side), thinned to a relative
-    spacing of ``CROP_SCALE_SPACING``.
+    a short, exactly known list (the ladder rounds the canonical side). The crop at each
+    (original side - received side) bounds the grid phases possible there.
     """
-    out: list[list[float]] = []
-    for axis, n in ((0, h), (1, w)):
-        ks = set()
-        for n0 in range(n, int(n / (1.0 - CROP_MAX)) + 1):
-            f = n0 / n
-            ks.add(_canonical_shape(round(h * f), round(w * f))[axis] / round((h, w)[axis] * f))
-        picked: list[float] = []
-        for k in sorted(ks):
-            if not picked or k > picked[-1] * (1.0 + CROP_SCALE_SPACING):
-                picked.append(k)
-        out.append(picked)
-    return out[0], out[1]
+    layouts = []
+    for dense in (False, True):
+        out: list[dict[float, int]] = []
+        for axis, n in ((0, h), (1, w)):
+            ks: dict[float, int] = {}
+            for n0 in range(n, int(n / (1.0 - CROP_MAX)) + 1):
+                f = n0 / n
+                side = _canonical_shape(round(h * f), round(w * f), dense)[axis]
+                n_orig = round((h, w)[axis] * f)
+                k = side / n_orig
+                ks[k] = max(ks.get(k, 0), n_orig - n)
+            out.append(ks)
+        layouts.append((out[0], out[1]))
+    return layouts
 
 
-def _crop_route(y: np.ndarray, sat: np.ndarray | None) -> list[_Candidate]:
+def _snap_phase(o: float, k: float, max_crop: int) -> float | None:
+    """The grid phase nearest ``o`` that a crop of a whole number of pixels (0 to
+    ``max_crop``) leaves at exact scale ``k`` (``-crop * k`` mod 8), or None if none is
+    within ``CROP_SNAP`` px: at the true scale the phase is known exactly, not estimated."""
+    phases = (-np.arange(max_crop + 1) * k) % BLOCK
+    d = np.abs((phases - o + BLOCK / 2) % BLOCK - BLOCK / 2)
+    i = int(np.argmin(d))
+    return float(phases[i]) if d[i] <= CROP_SNAP else None
+
+
+def _thin(ks: list[float]) -> list[float]:
+    """Representatives of sorted scales ``ks`` such that every scale lies within a relative
+    ``CROP_SCALE_SPACING / 2`` of one (greedy interval cover)."""
+    half = CROP_SCALE_SPACING / 2
+    picked: list[float] = []
+    i = 0
+    while i < len(ks):
+        j = i
+        while j + 1 < len(ks) and ks[j + 1] <= ks[i] * (1 + half):
+            j += 1
+        picked.append(ks[j])
+        i = j + 1
+        while i < len(ks) and ks[i] <= ks[j] * (1 + half):
+            i += 1
+    return picked
+
+
+def _cubic_matrices(n_out: int, n_in: int, starts: np.ndarray) -> np.ndarray:
+    """(len(starts), n_out, n_in): for each start, the matrix sampling a signal at
+    ``start + j`` with OpenCV's bicubic kernel (a = -0.75), indices clamped at the ends;
+    one axis of a sub-pixel shift."""
+    a = -0.75
+    p = starts[:, None] + np.arange(n_out)[None, :]
+    i0 = np.floor(p).astype(int)
+    t = p - i0
+    t1, t2 = t + 1, 1 - t
+    w0 = ((a * t1 - 5 * a) * t1 + 8 * a) * t1 - 4 * a
+    w1 = ((a + 2) * t - (a + 3)) * t * t + 1
+    w2 = ((a + 2) * t2 - (a + 3)) * t2 * t2 + 1
+    m = np.zeros((len(starts), n_out, n_in))
+    s, j = np.indices(p.shape)
+    for k, wk in enumerate((w0, w1, w2, 1 - w0 - w1 - w2)):
+        np.add.at(m, (s, j, np.clip(i0 - 1 + k, 0, n_in - 1)), wk)
+    return m
+
+
+def _window_phase(c: np.ndarray, steps: np.ndarray) -> tuple[float, float] | None:
+    """Block-grid phase (ox, oy) of canonical image ``c`` that best fits the QIM lattice on
+    a central window, searched around the pilot's phase; None if ``c`` is too small.
+
+    The window is short enough that a scale a little off drifts by only a fraction of a
+    pixel across it, so the phase is right near the centre even where the scale is not.
+    Shift and block DCT are both separable, so the whole (dx, dy) search is a few small
+    matrix products (the crop route runs this ~10^2 times per image).
+    """
+    hc, wc = c.shape
+    n = min(CROP_WINDOW_BLOCKS, hc // BLOCK - 2, wc // BLOCK - 2)
+    if n < 2:
+        return None
+    y0 = (hc // 2 - n * BLOCK // 2) // BLOCK * BLOCK
+    x0 = (wc // 2 - n * BLOCK // 2) // BLOCK * BLOCK
+    # (one block of margin each side: the sub-pixel shifts read just outside)
+    win = c[y0 - BLOCK: y0 + (n + 2) * BLOCK, x0 - BLOCK: x0 + (n + 2) * BLOCK]
+    win = win.astype(np.float64)
+    dct = np.kron(np.eye(n), _D[:4])  # block DCT, frequencies 0..3: (4n, 8n)
+    best = (-1.0, 0.0, 0.0)
+    for px, py in _pilot_phases(c):
+        oxs, oys = (px + steps) % BLOCK, (py + steps) % BLOCK
+        nx, ny = len(oxs), len(oys)
+        # Stacked into two plain matrix products (one BLAS call each: many small batched
+        # products are far slower, worst with BLAS threads competing for the cores).
+        ax = (dct @ _cubic_matrices(n * BLOCK, win.shape[1], BLOCK + oxs)).reshape(nx * 4 * n, -1)
+        ay = (dct @ _cubic_matrices(n * BLOCK, win.shape[0], BLOCK + oys)).reshape(ny * 4 * n, -1)
+        coefs = ay @ (win @ ax.T)  # (ny * 4n, nx * 4n)
+        v = coefs.reshape(ny, n, 4, nx, n, 4).transpose(0, 3, 1, 4, 2, 5)  # (ny, nx, by, bx, u, v)
+        v = v[..., _CU, _CV].reshape(ny * nx, -1)
+        keep = np.abs(v) > 0.75 * DELTA
+        fit = (np.cos(4 * np.pi * v / DELTA) * keep).sum(axis=1) / np.maximum(keep.sum(axis=1), 1)
+        i = int(np.argmax(fit))
+        if fit[i] > best[0]:
+            best = (float(fit[i]), float(oxs[i % nx]), float(oys[i // nx]))
+    return best[1], best[2]
+
+
+def _carry_phase(o: float, k: float, k2: float, n: int) -> float:
+    """Grid phase at scale ``k2`` of the grid that has phase ``o`` at scale ``k``, pinned
+    at the middle of a received axis of ``n`` px (where ``_window_phase`` measured it)."""
+    u = (n / 2 + 0.5) * k - 0.5
+    line = o + BLOCK * np.floor((u - o) / BLOCK)  # the grid line just before the middle
+    x = (line + 0.5) / k - 0.5  # ... in received pixels
+    return float(((x + 0.5) * k2 - 0.5) % BLOCK)
+
+
+def _crop_route(y: np.ndarray, sats: list[np.ndarray | None]) -> list[_Candidate]:
     """Hypotheses "cropped, not resized", for photos too small for the pilot's scale peak.
 
-    The scale is then one of a few known values (``_crop_scales``); for each, the pilot's
-    phase (weak, but at a known scale far easier to read than its spectral peak) gives the
-    block-grid phase, refined by a sub-pixel search on a central window. Hypotheses are
-    ranked by the payload-independent QIM lattice fit over the whole image, and the best
-    few are refined by ``_polish`` and ``_regrid`` (sub-pixel offset and scale).
+    The scale is then one of a known list (``_crop_scales``). Coarse stage: on a thinned
+    list, the pilot's phase (weak, but at a known scale far easier to read than its
+    spectral peak), refined by ``_window_phase``, gives each scale's block-grid phase, and
+    the whole image's payload-independent QIM lattice fit ranks them. Fine stage: around
+    the best few, every exact scale is tried with the grid pinned where the window found
+    it, snapped to a phase a whole-pixel crop can leave (``_snap_phase``): a true
+    hypothesis is then exact. The best are also refined by ``_polish`` and ``_regrid``
+    (kept as further candidates, in case the image was not only cropped).
     """
     h, w = y.shape
-    kys, kxs = _crop_scales(h, w)
     steps = np.arange(-CROP_PHASE_RANGE, CROP_PHASE_RANGE + 1e-9, CROP_PHASE_STEP)
-    ranked: list[tuple[float, float, float, float, float, np.ndarray]] = []
-    for ky in kys:
-        for kx in kxs:
-            c = _resample(y, kx, ky)
-            hc, wc = c.shape
-            # Rank on a central window: cheap, and short enough that a scale between two
-            # hypotheses drifts by under a tenth of a pixel across it.
-            n = min(CROP_WINDOW_BLOCKS, hc // BLOCK - 2, wc // BLOCK - 2)
-            if n < 2:
-                continue
-            y0 = (hc // 2 - n * BLOCK // 2) // BLOCK * BLOCK
-            x0 = (wc // 2 - n * BLOCK // 2) // BLOCK * BLOCK
-            # (one block of margin each side: the sub-pixel shifts read just outside)
-            win = c[y0 - BLOCK: y0 + (n + 2) * BLOCK, x0 - BLOCK: x0 + (n + 2) * BLOCK]
-            for px, py in _pilot_phases(c):
-                best = (-1.0, px, py)
-                for dy in steps:
-                    for dx in steps:
-                        ox, oy = (px + dx) % BLOCK, (py + dy) % BLOCK
-                        v = _block_coefs(_shift(win, ox, oy)[BLOCK:, BLOCK:], n, n)
-                        fit = _lattice_fit(v, 1.0)
-                        if fit > best[0]:
-                            best = (fit, ox, oy)
-                # Then score the whole image at that phase: the window cannot tell
-                # neighbouring scales apart, the whole image can (they drift at its edges).
-                _f, ox, oy = best
-                v = _grid_coefs(c, ox, oy)
+    coarse: list[tuple[float, float, float, float, float, int]] = []
+    layouts = _crop_scales(h, w)
+    for li, (kys, kxs) in enumerate(layouts):
+        for ky in _thin(sorted(kys)):
+            for kx in _thin(sorted(kxs)):
+                c = _resample(y, kx, ky)
+                phase = _window_phase(c, steps)
+                v = None if phase is None else _grid_coefs(c, *phase)
                 if v is not None:
-                    ranked.append((_lattice_fit(v, 1.0), kx, ky, ox, oy, c))
-    ranked.sort(key=lambda t: -t[0])
+                    coarse.append((_lattice_fit(v, 1.0), kx, ky, *phase, li))
+    coarse.sort(key=lambda t: -t[0])
+    fine: dict[tuple[float, float], tuple[float, float, float, np.ndarray]] = {}
+    for _fit, kx, ky, ox, oy, li in coarse[:CROP_POLISH]:
+        kys, kxs = layouts[li]
+        near = CROP_SCALE_SPACING / 2 + 1e-9  # the scales ``_thin`` let this one stand for
+        for ky2 in (k for k in kys if abs(k / ky - 1.0) <= near):
+            for kx2 in (k for k in kxs if abs(k / kx - 1.0) <= near):
+                if (kx2, ky2) in fine:
+                    continue
+                ox2 = _snap_phase(_carry_phase(ox, kx, kx2, w), kx2, kxs[kx2])
+                oy2 = _snap_phase(_carry_phase(oy, ky, ky2, h), ky2, kys[ky2])
+                if ox2 is None or oy2 is None:
+                    continue
+                c = _resample(y, kx2, ky2)
+                v = _grid_coefs(c, ox2, oy2)
+                if v is not None:
+                    fine[(kx2, ky2)] = (_lattice_fit(v, 1.0), ox2, oy2, c)
+    ranked = sorted(fine.items(), key=lambda t: -t[1][0])
     cands: list[_Candidate] = []
-    for _fit, kx, ky, ox, oy, c in ranked[:CROP_POLISH]:
-        cand = _grid_candidate(c, kx, ky, ox, oy, sat)
-        if cand is not None:
-            polished = _polish(cand)
-            cands += [cand, polished, *_regrid(y, polished, sat)]
+    for (kx, ky), (_fit, ox, oy, c) in ranked[:CROP_POLISH]:
+        cand = _grid_candidate(c, kx, ky, ox, oy, None)
+        if cand is None:
+            continue
+        polished = _polish(cand)
+        found = [cand, polished, *_regrid(y, polished, None)]
+        cands += found
+        # Erasure variants at the best unpolished geometry (clipped blocks set to 0).
+        plain = max((cd for cd in found if cd.geom[2:4] == (1.0, 1.0)), key=lambda cd: cd.z)
+        kx2, ky2, _sx, _sy, ox2, oy2 = plain.geom
+        for sat in sats:
+            if sat is not None:
+                variant = _grid_candidate(_resample(y, kx2, ky2), kx2, ky2, ox2, oy2, sat)
+                cands += [] if variant is None else [variant]
     cands.sort(key=lambda cd: -cd.z)
     return cands
 
@@ -898,14 +1011,42 @@ def _ladder_route(y: np.ndarray, sat: list[np.ndarray | None]) -> list[_Candidat
                 z = _sync_z(_soft(v, _estimate_gain(v)))
                 if z > best_z:
                     best_z, best_v, best_k = z, v, (wc / (w + dw), hc / (h + dh))
-        if best_v is None:
+        if best_v is not None:
+            cands += _uncropped_candidates(best_v, (hc, wc), best_k, sat)
+    cands.sort(key=lambda cd: -cd.z)
+    return cands
+
+
+def _uncropped_candidates(v: np.ndarray, shape: tuple[int, int], k: tuple[float, float],
+                          sat: list[np.ndarray | None]) -> list[_Candidate]:
+    """Candidates for the whole canonical grid ``v`` (block coefficients of the received
+    image resampled at ``k`` = (kx, ky) to ``shape``, grid at 0): one per clipping mask,
+    whose clipped blocks (pushed to 0/255 by a brightness change) are erased."""
+    nby, nbx = v.shape[:2]
+    out = []
+    for mask in sat:
+        wsat = _sat_weight(None if mask is None else _to_canonical(mask, *shape), nby, nbx)
+        soft = _soft(v, _estimate_gain(_unsaturated(v, wsat))) * wsat
+        out.append(_Candidate(_sync_z(soft), soft, 0, 0, uncropped=True,
+                              geom=(*k, 1.0, 1.0, 0.0, 0.0)))
+    return out
+
+
+def _as_is_route(y: np.ndarray, sat: list[np.ndarray | None]) -> list[_Candidate]:
+    """Hypothesis "neither resized nor cropped": the embedder's own canonical grids (both
+    layouts), at no search cost. Re-encoding, stripped metadata, brightness and noise, the
+    commonest handling, leave the size alone; the other routes cost 0.2-3 s."""
+    h, w = y.shape
+    cands: list[_Candidate] = []
+    for shape in dict.fromkeys(_canonical_shape(h, w, dense) for dense in (False, True)):
+        hc, wc = shape
+        if min(hc, wc) < 2 * BLOCK:
             continue
-        # Clipping-aware variants: erase blocks that a brightness change pushed to 0/255.
-        for mask in sat:
-            wsat = _sat_weight(None if mask is None else _to_canonical(mask, hc, wc), nby, nbx)
-            soft = _soft(best_v, _estimate_gain(_unsaturated(best_v, wsat))) * wsat
-            cands.append(_Candidate(_sync_z(soft), soft, 0, 0, uncropped=True,
-                                    geom=(*best_k, 1.0, 1.0, 0.0, 0.0)))
+        k = (wc / w, hc / h)
+        c = _resample(y, *k)[:hc, :wc]
+        if c.shape == (hc, wc):
+            v = _block_coefs(c, hc // BLOCK, wc // BLOCK)
+            cands += _uncropped_candidates(v, shape, k, sat)
     cands.sort(key=lambda cd: -cd.z)
     return cands
 
@@ -922,17 +1063,22 @@ CROP_MAX = 0.12
 CROP_SCALE_SPACING = 0.004
 CROP_POLISH = 4
 #: Crop route: sub-pixel search (canonical px) around the pilot's phase, on a central
-#: window of this many blocks per side.
+#: window of this many blocks per side: 120 px, across which a scale off by half the
+#: coarse spacing drifts by ~0.12 px at the edges; as many blocks as possible, because a
+#: small photo's phase estimate is noisy (a 250x250 photo uses its whole 13-block grid).
 CROP_PHASE_RANGE = 0.75
 CROP_PHASE_STEP = 0.25
-CROP_WINDOW_BLOCKS = 10
+CROP_WINDOW_BLOCKS = 15
+#: Crop route: farthest (canonical px) a measured grid phase may be from one a whole-pixel
+#: crop leaves, for that scale to stay a hypothesis.
+CROP_SNAP = 0.35
 #: Largest received image (pixels) the crop route runs on: above it the pilot is strong
-#: enough, and the route's cost (~2 s at 640x480) grows with area.
+#: enough, and the route's cost (~3 s at 640x480) grows with area.
 CROP_ROUTE_PIXELS = 800_000
 
 
 def _candidates(img: np.ndarray) -> Iterator[_Candidate]:
-    """Synchronisation hypotheses (pilot route, then ladder route), lazily."""
+    """Synchronisation hypotheses, lazily, cheapest first: as-is, pilot, ladder, crop."""
     y = img.astype(np.float32) if img.ndim == 2 else _luma(img)
     luma_clip = ((y >= 250) | (y <= 3)).astype(np.float32)
     masks: list[np.ndarray | None] = [None]
@@ -942,10 +1088,11 @@ def _candidates(img: np.ndarray) -> Iterator[_Candidate]:
         chan_clip = ((img.max(axis=2) >= 253) | (y <= 3)).astype(np.float32)
         if chan_clip.mean() > 0.01:
             masks.append(chan_clip)
+    yield from _as_is_route(y, masks)
     yield from _pilot_route(y, masks[1] if len(masks) > 1 else None)[:3]
     yield from _ladder_route(y, masks)
     if y.size <= CROP_ROUTE_PIXELS:  # larger photos: the pilot route handles crops
-        yield from _crop_route(y, masks[1] if len(masks) > 1 else None)
+        yield from _crop_route(y, masks)
 
 
 @dataclass(frozen=True)
