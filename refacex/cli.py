@@ -202,6 +202,11 @@ def anonymize(
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
     fallback: Annotated[str | None, typer.Option(
         help="'blur' uncertain detections (below the confidence threshold).")] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify/--no-verify",
+        help="swap: re-check each result with two recognisers and the head pose, trying "
+             "other donors until it is private. --no-verify: one donor, unchecked "
+             "(~0.1 s instead of ~0.6 s for a 640x480 one-face photo).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
 ) -> None:
     """Anonymise faces and embed the encrypted recovery payload."""
@@ -218,6 +223,8 @@ def anonymize(
         raise typer.BadParameter("give --recipient PUB (one or more) or --passphrase-file")
     if fallback not in (None, "blur"):
         raise typer.BadParameter("--fallback takes 'blur'")
+    if not verify and method != "swap":
+        raise typer.BadParameter("--no-verify applies to --method swap only")
     if recipient:
         keys = SealKeys(recipients=[load_public_key(p) for p in recipient])
     else:
@@ -235,7 +242,8 @@ def anonymize(
                 raise RefacexError(f"{dest}: refusing to overwrite the input")
             img = read_image(path)
             res = run(img, keys, method=method, strength=strength, tiers=tier_list,
-                      fallback=fallback)
+                      fallback=fallback,
+                      method_options=None if verify else {"verify": False})
             written = save(res, dest, quality)
         except RefacexError as exc:
             _err(str(exc), path)

@@ -44,6 +44,9 @@ class FaceReport:
     status: str  # "anonymized" | "fallback-blur" | "uncertain-left"
     donor: str | None = None
     robust_code_bytes: int = 0
+    #: swap's verified margin to the recognisers' same-person thresholds (< 0: checked
+    #: private); None where nothing was verified (other methods, or ``verify=False``).
+    privacy_risk: float | None = None
 
 
 @dataclass
@@ -148,6 +151,7 @@ def anonymize(image: np.ndarray, keys: SealKeys, method: str = "swap", strength:
         if f.score >= confidence:
             anonymizer.apply(out, ctx)
             rep.status, rep.donor = "anonymized", ctx.info.get("donor")
+            rep.privacy_risk = ctx.info.get("privacy_risk")
         elif fallback == "blur":
             blur.apply(out, ctx)
             rep.status = "fallback-blur"
@@ -184,8 +188,7 @@ def anonymize(image: np.ndarray, keys: SealKeys, method: str = "swap", strength:
         coded = sum(1 for s in sizes if s)
         if coded < len(todo):
             # Some face got no code (small photo, public-key overhead, many faces): the
-            # denser layout trades robustness to crops and downscale+JPEG for ~45 %
-            # more bytes.
+            # denser layout trades robustness to downscale+JPEG for ~45 % more bytes.
             d_blob, d_sizes = build_robust_payload(image, todo, keys,
                                                    robust.capacity_bytes(h, w, dense=True))
             if sum(1 for s in d_sizes if s) > coded:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -194,6 +195,23 @@ def test_cli_round_trip_and_inspect(tmp_path, keydir, sample_paths):
         tmp_path / "rec" / "sub").exists() else decode_image(
         (tmp_path / "rec" / "t1.png").read_bytes())
     assert rec.shape == decode_image(sample_paths["t1"].read_bytes()).shape
+
+
+def test_cli_no_verify_skips_the_privacy_check(tmp_path, keydir, sample_paths, swapped):
+    """The default swap is verified (a negative risk margin in the report); --no-verify
+    renders one donor unchecked, and says so by reporting no margin."""
+    assert swapped.faces[0].privacy_risk is not None and swapped.faces[0].privacy_risk < 0
+    pub = str(keydir / "refacex.pub")
+    r = run("anonymize", str(sample_paths["astronaut"]), "-o", str(tmp_path / "out"),
+            "--recipient", pub, "--no-verify", "--json")
+    assert r.returncode == 0, r.stderr
+    report = next(iter(json.loads(r.stdout)["files"].values()))
+    (face,) = report["faces_detail"]
+    assert face["status"] == "anonymized" and face["donor"] and face["privacy_risk"] is None
+    r = run("anonymize", str(sample_paths["astronaut"]), "-o", str(tmp_path / "out2"),
+            "--recipient", pub, "--method", "blur", "--no-verify")
+    assert r.returncode != 0 and "--no-verify" in r.stderr
+    assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
 
 
 def test_cli_bad_inputs(tmp_path, keydir, sample_paths):
