@@ -185,16 +185,15 @@ def row(method: str, r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _robust_section(path: Path) -> tuple[list[str], dict[str, Any] | None]:
-    """Robust tier and distortion suite, from an audit with ``--robustness`` on larger
-    photos: LFW's 250 px images have no room for the in-pixel code."""
+    """Robust tier and distortion suite, from an audit with ``--robustness`` on the
+    bundled sample photos (the LFW audit above measures the robust tier undistorted)."""
     if not path.is_file():
         return [], None
     r = json.loads(path.read_text())
     rec = r["recovery"].get("robust", {})
     L = ["", "## Robust tier and distortions (sample photos, not LFW)", "",
-         "LFW images are 250×250 px: the robust tier's capacity there (59 B) is below the "
-         "smallest face code, so no LFW image carries one (`robust tier` column above). "
-         f"This section is `refacex audit --run {r['settings'].get('run')} --robustness` on "
+         "The LFW table above measures the robust tier on undistorted 250×250 photos; "
+         f"this section is `refacex audit --run {r['settings'].get('run')} --robustness` on "
          f"the {r['counts']['ok']} bundled sample photos ({r['counts']['faces']} faces; t1 "
          "group photo, astronaut, Tom Hanks); recovery numbers are means over faces of the "
          "128 px aligned crop.", "",
