@@ -17,7 +17,7 @@ Design (and why):
 * **Resynchronisation, four routes, cheapest first.**
   0. *As-is* (neither resized nor cropped: re-encoded, metadata stripped, brightness,
      noise): the embedder's own canonical grids for the received size, both layouts;
-     ~10 ms.
+     tens of ms.
   1. *Pilot route* (crops + any scale; needs roughly 0.5 MP or more): a faint,
      key-independent pilot ``A cos(2 pi x/8) cos(2 pi y/8)`` (period = DCT block) is added
      at canonical resolution, and the picture's own content in a narrow band around it is
@@ -36,7 +36,8 @@ Design (and why):
      *phase* is still readable even where its spectral peak is not; a sub-pixel search
      around it on a central window, then the whole image's payload-independent QIM
      lattice fit, rank coarse scales; every exact scale near the best is then tried with
-     the phase snapped to a whole-pixel crop. ~1.5 s at 250x250, ~3 s at 640x480; tried last.
+     the phase snapped to a whole-pixel crop. Tried last: a cropped copy takes 3-5 s to
+     decode in all at 250x250-640x480 (``benchmarks/bench_robust.py``).
 * **Brightness/contrast.** A global gain scales every AC coefficient; it is estimated blind
   by maximising the fit of the coefficients to the (payload-independent) half-step QIM
   lattice. Additive brightness does not touch AC coefficients. Blocks with clipped pixels
@@ -1034,19 +1035,16 @@ def _uncropped_candidates(v: np.ndarray, shape: tuple[int, int], k: tuple[float,
 
 def _as_is_route(y: np.ndarray, sat: list[np.ndarray | None]) -> list[_Candidate]:
     """Hypothesis "neither resized nor cropped": the embedder's own canonical grids (both
-    layouts), at no search cost. Re-encoding, stripped metadata, brightness and noise, the
-    commonest handling, leave the size alone; the other routes cost 0.2-3 s."""
+    layouts, resampled exactly as ``embed`` does), at no search cost. Re-encoding, stripped
+    metadata, brightness and noise, the commonest handling, leave the size alone; the
+    search routes cost 0.2-5 s (``benchmarks/bench_robust.py``)."""
     h, w = y.shape
     cands: list[_Candidate] = []
     for shape in dict.fromkeys(_canonical_shape(h, w, dense) for dense in (False, True)):
         hc, wc = shape
-        if min(hc, wc) < 2 * BLOCK:
-            continue
-        k = (wc / w, hc / h)
-        c = _resample(y, *k)[:hc, :wc]
-        if c.shape == (hc, wc):
-            v = _block_coefs(c, hc // BLOCK, wc // BLOCK)
-            cands += _uncropped_candidates(v, shape, k, sat)
+        if min(hc, wc) >= 2 * BLOCK:
+            v = _block_coefs(_to_canonical(y, hc, wc), hc // BLOCK, wc // BLOCK)
+            cands += _uncropped_candidates(v, shape, (wc / w, hc / h), sat)
     cands.sort(key=lambda cd: -cd.z)
     return cands
 
@@ -1073,7 +1071,7 @@ CROP_WINDOW_BLOCKS = 15
 #: crop leaves, for that scale to stay a hypothesis.
 CROP_SNAP = 0.35
 #: Largest received image (pixels) the crop route runs on: above it the pilot is strong
-#: enough, and the route's cost (~3 s at 640x480) grows with area.
+#: enough, and the route's cost (a cropped 640x480 copy: 4-5 s to decode) grows with area.
 CROP_ROUTE_PIXELS = 800_000
 
 
