@@ -16,6 +16,7 @@ from PIL import Image
 
 import refacex
 from refacex.anonymize import CROP_PADDING
+from refacex.audit.distortions import apply, jpeg, resize
 from refacex.audit.metrics import psnr
 from refacex.errors import NoPayloadError, TamperedPayloadError, WrongKeyError
 from refacex.faces.align import warp_face
@@ -120,16 +121,11 @@ def test_robust_tier_is_invisible(astronaut, key):
     assert psnr(with_robust.image, vault_only.image) >= 40.0
 
 
-def _jpeg(img, q):
-    return cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])[1], 1)
-
-
 DISTORTIONS = {
-    "strip+jpeg75": lambda im: _jpeg(im, 75),
-    "strip+jpeg50": lambda im: _jpeg(im, 50),
-    "resize0.5": lambda im: cv2.resize(im, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA),
-    "resize1.5": lambda im: cv2.resize(im, None, fx=1.5, fy=1.5,
-                                       interpolation=cv2.INTER_CUBIC),
+    "strip+jpeg75": lambda im: jpeg(im, 75),
+    "strip+jpeg50": lambda im: jpeg(im, 50),
+    "resize0.5": lambda im: resize(im, 0.5),
+    "resize1.5": lambda im: resize(im, 1.5),
 }
 
 
@@ -261,7 +257,6 @@ def test_cli_unwritable_output(tmp_path, keydir, sample_paths):
 def test_robust_tier_survives_border_crop_on_large_photo(swapped_t1, t1, analyzer, key):
     # t1 (1280x886): the pilot route resynchronises; faces are placed by the decoder's
     # own geometry (measured 23.4-28.8 dB per face after crop2).
-    from refacex.audit.distortions import apply
     from refacex.faces.align import transform_points
 
     data, m = apply("crop2", swapped_t1.image, encode_output(swapped_t1, ".png"))
@@ -278,7 +273,6 @@ def test_robust_tier_survives_border_crop_on_large_photo(swapped_t1, t1, analyze
 def test_robust_tier_survives_border_crop_on_small_photo(swapped, astronaut, analyzer, key, crop):
     # The 512x512 astronaut is too small for the pilot's spectral peak: the crop route
     # (known scales, pilot phase, lattice fit) finds the grid. Measured 27.0 / 26.2 dB.
-    from refacex.audit.distortions import apply
     from refacex.faces.align import transform_points
 
     data, m = apply(crop, swapped.image, encode_output(swapped, ".png"))
@@ -298,7 +292,6 @@ def test_small_photo_carries_a_robust_code(astronaut, analyzer, key, mode):
     # pipeline uses the dense one; either way the face gets a code that survives JPEG 75.
     # A 13-19 byte code is a coarse face (measured 23.0 dB vs the swap's 21.5 dB in
     # public-key mode); it does not restore identity (SFace ~0.1-0.2 on LFW).
-    from refacex.audit.distortions import apply
     from refacex.faces.align import transform_points
 
     small = cv2.resize(astronaut, (250, 250), interpolation=cv2.INTER_AREA)

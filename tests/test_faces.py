@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from refacex.audit.metrics import psnr
 from refacex.faces import get_recognizer
 from refacex.faces.align import paste_back, template, transform_points, warp_face
 from refacex.faces.landmarks import eye_openness, mouth_openness
@@ -15,11 +16,6 @@ from refacex.faces.masks import face_mask
 from refacex.faces.pose import _MODEL, PNP_POINTS, estimate_pose
 
 RECOGNISERS = ["sface", "dlib"]
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def test_detection_counts(analyzer, t1, astronaut, tom):
@@ -109,7 +105,7 @@ def test_alignment_round_trip(analyzer, t1):
         assert np.abs(mapped.mean(0) - template(256, 0.25).mean(0)).max() < 0.5
         pasted = paste_back(t1, aligned.crop, aligned.matrix)
         region = face_mask(t1.shape[:2], face.landmarks) > 0
-        assert _psnr(pasted[region], t1[region]) > 35
+        assert psnr(pasted[region], t1[region]) > 35
         # Outside the pasted rectangle nothing changes.
         x, y, w, h = (int(v) for v in face.box)
         far = np.ones(t1.shape[:2], bool)
