@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/bench_crops.py [--payloads 5]
 
 Each photo is marked with a random payload (one per seed; full capacity unless the row
-says otherwise), cropped, and decoded; a cell counts exact decodes. "dense layout": the
+says otherwise), cropped, and decoded; a cell counts exact decodes. "cropN": N % of the
+side off *every* border (bench_robust's "cropN%" is N % in all); "crop3_left_top": 3 %
+off the left and top only. "dense layout": the
 one small photos use when a face would otherwise get no code. Results:
 docs/benchmarks.md.
 """
