@@ -29,6 +29,7 @@ from refacex.io.images import encode_image, read_image
 from refacex.payload.crypto import overhead
 from refacex.payload.facecode import codec
 from refacex.payload.keyring import OpenKeys, SealKeys
+from refacex.payload.sitekeys import SiteKey
 from refacex.pipeline import analyzer, anonymize, encode_output
 from refacex.recover import recover
 from refacex.stego import robust
@@ -144,7 +145,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     k = X25519PrivateKey.generate()
-    keys, opener = SealKeys(recipients=[k.public_key()]), OpenKeys(private_key=k)
+    site = SiteKey.generate()
+    keys = SealKeys(recipients=[k.public_key()], site=site)
+    opener = OpenKeys(private_key=k, trusted=[site.public])
     imgs = test_images()
     anonymize(imgs["640x480, 1 face"], keys)  # load every model once
     out = {"capacity": capacity(), "speed_ms": speed(imgs, keys, opener, args.repeat),

@@ -19,30 +19,54 @@ from refacex.io.images import decode_image, read_image
 from refacex.payload.keyring import OpenKeys, SealKeys
 
 
-def seal_keys(key: Any) -> SealKeys:
-    """Public key(s) or a passphrase -> what anonymising needs."""
-    from refacex.payload.keys import load_public_key
+def seal_keys(key: Any, site: Any = None) -> SealKeys:
+    """Public key(s) or a passphrase, and the site key -> what anonymising needs.
+
+    ``site``: a ``SiteKey`` or the path of a ``site.key``; by default the ``site.key``
+    next to the first public key file (``refacex keygen`` puts it there), which public-key
+    mode needs: it signs the payloads and keys the donor choice."""
+    from refacex.payload.keys import KeyFileError, load_public_key
+    from refacex.payload.sitekeys import SITE_KEY_NAME, SiteKey, load_site_key
 
     if isinstance(key, SealKeys):
         return key
+    if site is not None and not isinstance(site, SiteKey):
+        site = load_site_key(site)
     if isinstance(key, bytes):
-        return SealKeys(passphrase=key)
+        return SealKeys(passphrase=key, site=site)
     items = key if isinstance(key, list | tuple) else [key]
     pubs = [k if isinstance(k, X25519PublicKey) else load_public_key(k) for k in items]
-    return SealKeys(recipients=pubs)
+    if site is None:
+        beside = [Path(k).parent / SITE_KEY_NAME for k in items
+                  if isinstance(k, str | os.PathLike)][:1]
+        if not beside or not beside[0].is_file():
+            raise KeyFileError("public-key mode needs the site's signing key (site.key, made "
+                               "by `refacex keygen`); give --site-key or keep it next to the "
+                               ".pub")
+        site = load_site_key(beside[0])
+    return SealKeys(recipients=pubs, site=site)
 
 
-def open_keys(key: Any, key_passphrase: bytes | None = None) -> OpenKeys:
-    """Private key (object or path) or a passphrase -> what recovery needs."""
+def open_keys(key: Any, key_passphrase: bytes | None = None, trusted: Any = (),
+              allow_unsigned: bool = False) -> OpenKeys:
+    """Private key (object or path) or a passphrase -> what recovery needs.
+
+    ``trusted``: site public keys (``SitePublic`` or ``site.pub`` paths) whose payloads are
+    genuine; with a key *file*, the ``site.pub`` and ``trusted/*.pub`` next to it are
+    trusted too. ``allow_unsigned`` accepts payloads no trusted site made."""
     from refacex.payload.keys import load_private_key
+    from refacex.payload.sitekeys import SitePublic, load_site_public, trusted_beside
 
     if isinstance(key, OpenKeys):
         return key
+    sites = [t if isinstance(t, SitePublic) else load_site_public(t) for t in trusted]
     if isinstance(key, bytes):
-        return OpenKeys(passphrase=key)
+        return OpenKeys(passphrase=key, trusted=sites, allow_unsigned=allow_unsigned)
     if isinstance(key, X25519PrivateKey):
-        return OpenKeys(private_key=key)
-    return OpenKeys(private_key=load_private_key(key, key_passphrase))
+        return OpenKeys(private_key=key, trusted=sites, allow_unsigned=allow_unsigned)
+    sites += trusted_beside(key)
+    return OpenKeys(private_key=load_private_key(key, key_passphrase), trusted=sites,
+                    allow_unsigned=allow_unsigned)
 
 
 def _as_image(image: Any) -> np.ndarray:
@@ -53,18 +77,22 @@ def _as_image(image: Any) -> np.ndarray:
     return read_image(image)
 
 
-def anonymize(image: Any, key: Any, **options: Any):
-    """Anonymise ``image`` for ``key`` (see ``refacex.pipeline.anonymize`` for options:
-    method, strength, tiers, fallback). Save with ``refacex.pipeline.save``."""
+def anonymize(image: Any, key: Any, site: Any = None, **options: Any):
+    """Anonymise ``image`` for ``key`` signed by ``site`` (see ``seal_keys``; options of
+    ``refacex.pipeline.anonymize``: method, strength, tiers, fallback). Save with
+    ``refacex.pipeline.save``."""
     from refacex.pipeline import anonymize as run
 
-    return run(_as_image(image), seal_keys(key), **options)
+    return run(_as_image(image), seal_keys(key, site), **options)
 
 
-def recover(image: Any, key: Any, key_passphrase: bytes | None = None):
-    """Recover the original of an anonymised file (path or bytes) with ``key``."""
+def recover(image: Any, key: Any, key_passphrase: bytes | None = None, trusted: Any = (),
+            allow_unsigned: bool = False):
+    """Recover the original of an anonymised file (path or bytes) with ``key`` (see
+    ``open_keys`` for ``trusted`` and ``allow_unsigned``)."""
     from refacex.recover import recover as run
 
+    keys = open_keys(key, key_passphrase, trusted, allow_unsigned)
     if isinstance(image, str | os.PathLike):
-        return run(Path(image), open_keys(key, key_passphrase))
-    return run(bytes(image), open_keys(key, key_passphrase))
+        return run(Path(image), keys)
+    return run(bytes(image), keys)

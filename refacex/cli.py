@@ -1,14 +1,17 @@
 """Command-line interface: a thin layer over the Python API.
 
-Every user error is a ``RefacexError``: it is printed as one line on stderr and the
-process exits non-zero; tracebacks are only for bugs.
+Every user error is a ``RefacexError`` or a usage error: it is printed as one line on
+stderr and the process exits non-zero; tracebacks are only for bugs. Warnings (a decoder
+complaining about a file, a private key other users can read) are one line each too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -27,13 +30,44 @@ models_app = typer.Typer(help="Model weights: list and fetch.", no_args_is_help=
 app.add_typer(models_app, name="models")
 
 
-def _err(msg: str, path: Path | None = None) -> None:
+def _err(msg: str, path: Path | None = None, level: str = "error") -> None:
     """One error line on stderr (through tqdm so an active progress bar stays intact)."""
     from tqdm import tqdm
 
     if path is not None and str(path) not in msg:
         msg = f"{path}: {msg}"
-    tqdm.write(f"refacex: error: {msg}", file=sys.stderr)
+    tqdm.write(f"refacex: {level}: {msg}", file=sys.stderr)
+
+
+def _decoder_said(path: Path, ok: bool = True) -> None:
+    """Summarise what the image decoders printed about ``path`` in one warning line.
+
+    After a failed file the error line already says what is wrong, so the decoder's
+    own words are dropped.
+    """
+    from refacex.io.images import take_decoder_warnings
+
+    said = "; ".join(take_decoder_warnings())
+    if said and ok:
+        _err(f"decoder said: {said if len(said) <= 200 else said[:197] + '...'}", path,
+             level="warning")
+
+
+def _warn_if_shared(path: Path) -> None:
+    """Warn (one line, the run goes on) when a secret file is open to other users.
+
+    A private key or passphrase file with mode 0644 lets anyone on the machine
+    de-anonymise every image; ``keygen`` writes 0600, but copies often lose that.
+    """
+    import stat
+
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return  # the loader reports a missing or unreadable file
+    if mode & 0o077:
+        _err(f"{path} is readable by others (mode {mode:04o}); run chmod 600 {path}",
+             level="warning")
 
 
 def _bar(items: list, desc: str, quiet: bool):
@@ -99,10 +133,12 @@ def detect(
         try:
             img = read_image(path)
         except RefacexError as exc:
+            _decoder_said(path, ok=False)
             _err(str(exc))
             results[str(path)] = {"error": str(exc)}
             failed += 1
             continue
+        _decoder_said(path)
         faces = analyzer.analyze(img, recognizers=("sface", "dlib"))
         entries = [
             {**f.to_dict(), "fingerprint": {k: fingerprint(v) for k, v in f.embeddings.items()}}
@@ -124,30 +160,44 @@ def detect(
         raise typer.Exit(2)
 
 
+def _failure(exc: BaseException) -> str:
+    """One line for a file that failed: a user's error as it is, anything else marked as a
+    bug (the batch goes on either way)."""
+    if isinstance(exc, RefacexError):
+        return str(exc)
+    return f"internal error (a bug; please report it): {type(exc).__name__}: {exc}"
+
+
 def _passphrase_from(file: Path | None, env: str) -> bytes | None:
     import os
 
     from refacex.payload.keys import read_passphrase_file
 
     if file is not None:
+        _warn_if_shared(file)
         return read_passphrase_file(file)
     value = os.environ.get(env)
     return value.encode() if value else None
 
 
-def _output_path(outdir: Path, rel: Path, fmt: str | None) -> Path:
+def _suffix_for(fmt: str | None) -> Callable[[Path], str]:
+    """Output suffix for a relative input path: ``--format`` if given, else the input's
+    (PNG for anything refacex cannot write back)."""
     from refacex.io.images import IMAGE_SUFFIXES
 
-    suffix = f".{fmt}" if fmt else rel.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        suffix = ".png"
-    return (outdir / rel).with_suffix(suffix)
+    def suffix(rel: Path) -> str:
+        s = f".{fmt.lower().lstrip('.')}" if fmt else rel.suffix.lower()
+        return s if s in IMAGE_SUFFIXES else ".png"
+
+    return suffix
 
 
-def _check_outdir(outdir: Path) -> None:
+def _prepare_outdir(outdir: Path) -> None:
+    """Create OUT, check it is writable, and delete temp files a killed run left there."""
     import os
 
     from refacex.errors import OutputError
+    from refacex.io.images import clean_stale_temp
 
     try:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +205,33 @@ def _check_outdir(outdir: Path) -> None:
         raise OutputError(f"{outdir}: cannot create output folder ({exc.strerror})") from None
     if not os.access(outdir, os.W_OK | os.X_OK):
         raise OutputError(f"{outdir}: output folder is not writable")
+    # A temp file is renamed within a second of its creation; one a minute old was left
+    # by a killed run (a younger one may belong to a concurrent run into the same OUT).
+    removed = clean_stale_temp(outdir, older_than_s=60)
+    if removed:
+        _err(f"{outdir}: removed {removed} partial file(s) left by an interrupted run",
+             level="warning")
+
+
+def _done(dest: Path, payload_tiers: tuple[str, ...] = ()) -> bool:
+    """``--resume``: is ``dest`` a finished output? It must decode as an image and, for
+    anonymised outputs, carry the payload of the first tier asked for (vault in the file
+    or its sidecar; else the in-pixel robust tier, a slower search)."""
+    from refacex.io.images import decode_image, take_decoder_warnings
+    from refacex.stego import robust, vault
+
+    try:
+        data = dest.read_bytes()
+        img = decode_image(data, name=str(dest))
+        if "vault" in payload_tiers:
+            return (vault.extract(data) or vault.read_sidecar(dest)) is not None
+        if payload_tiers:
+            robust.extract(img)
+        return True
+    except (OSError, RefacexError):
+        return False
+    finally:
+        take_decoder_warnings()  # about an output being checked, not about an input
 
 
 @app.command()
@@ -166,10 +243,21 @@ def keygen(
         help="File holding the passphrase that protects the private key "
              "(else $REFACEX_KEY_PASSPHRASE, else a prompt).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite an existing key pair.")] = False,
+    site_only: Annotated[bool, typer.Option(
+        "--site-only", help="Only a site key (site.key + site.pub) for an anonymising site; "
+                            "its site.pub goes to the key holder, who trusts it.")] = False,
 ) -> None:
-    """Create an X25519 key pair: refacex.pub anonymises, refacex.key recovers."""
+    """Create keys: refacex.pub seals, refacex.key recovers, site.key signs what this site
+    anonymises (and keys its donor choice), site.pub lets recovery trust it."""
     from refacex.payload.keys import generate_keypair
+    from refacex.payload.sitekeys import generate_site_key
 
+    if site_only:
+        site_pub, site_key = generate_site_key(out, overwrite=force)
+        typer.echo(f"site key:    {site_key}  (keep it on this site: it signs its payloads)")
+        typer.echo(f"site public: {site_pub}  (give this to the key holder: "
+                   "`recover --trust` or KEYS/trusted/)")
+        return
     pw = None
     if not no_passphrase:
         pw = _passphrase_from(passphrase_file, "REFACEX_KEY_PASSPHRASE")
@@ -180,8 +268,12 @@ def keygen(
             pw = typer.prompt("passphrase for the private key", hide_input=True,
                               confirmation_prompt=True).encode()
     pub, key = generate_keypair(out, pw, overwrite=force)
+    site_pub, site_key = generate_site_key(out, overwrite=force)
     typer.echo(f"public key:  {pub}  (give this to whoever anonymises)")
     typer.echo(f"private key: {key}  (keep it secret: it de-anonymises)")
+    typer.echo(f"site key:    {site_key}  (signs what you anonymise; other sites make their "
+               "own with --site-only)")
+    typer.echo(f"site public: {site_pub}  (trusted by recover, next to the private key)")
 
 
 @app.command()
@@ -195,6 +287,9 @@ def anonymize(
         help="Public key (refacex.pub) allowed to recover; repeatable.")] = None,
     passphrase_file: Annotated[Path | None, typer.Option(
         help="Seal with a passphrase from this file instead of public keys.")] = None,
+    site_key: Annotated[Path | None, typer.Option(
+        help="This site's signing key (site.key; default: the one next to the first "
+             "--recipient). Public-key mode needs one.")] = None,
     tiers: Annotated[str, typer.Option(help="Payload tiers: vault,robust (or one).")]
         = "vault,robust",
     fmt: Annotated[str | None, typer.Option("--format", help="jpg | png (default: input's)")]
@@ -208,15 +303,30 @@ def anonymize(
              "other donors until it is private. --no-verify: one donor, unchecked "
              "(~6x faster on a 640x480 one-face photo).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+    rename: Annotated[bool, typer.Option(
+        "--rename", help="Name outputs by a keyed hash (16 hex digits) instead of the input's "
+                         "name, all in OUT: names often identify people.")] = False,
+    rename_key_file: Annotated[Path | None, typer.Option(
+        help="--rename: key file that keeps names the same across runs "
+             "(else $REFACEX_RENAME_KEY, else a random key per run).")] = None,
+    rename_map: Annotated[Path | None, typer.Option(
+        help="--rename: write {input: output} JSON here (mode 0600; it re-identifies).")]
+        = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Skip inputs whose output exists, decodes and carries a payload.")]
+        = False,
 ) -> None:
     """Anonymise faces and embed the encrypted recovery payload."""
+    import secrets
+
     from tqdm import tqdm
 
-    from refacex.io.images import iter_images, read_image
-    from refacex.payload.keyring import SealKeys
-    from refacex.payload.keys import load_public_key
+    from refacex.api import seal_keys
+    from refacex.io.images import iter_images, read_image, write_bytes_atomic
+    from refacex.io.outputs import hashed_names, plan_outputs
     from refacex.pipeline import anonymize as run
     from refacex.pipeline import save
+    from refacex.stego import vault
 
     tier_list = tuple(t.strip() for t in tiers.split(",") if t.strip())
     if bool(recipient) == (passphrase_file is not None):
@@ -225,31 +335,62 @@ def anonymize(
         raise typer.BadParameter("--fallback takes 'blur'")
     if not verify and method != "swap":
         raise typer.BadParameter("--no-verify applies to --method swap only")
+    if (rename_key_file or rename_map) and not rename:
+        raise typer.BadParameter("--rename-key-file and --rename-map need --rename")
+    rename_key = _passphrase_from(rename_key_file, "REFACEX_RENAME_KEY") if rename else None
+    if rename and rename_key is None:
+        if resume:
+            raise typer.BadParameter("--resume with --rename needs --rename-key-file or "
+                                     "$REFACEX_RENAME_KEY (random names change every run)")
+        rename_key = secrets.token_bytes(32)
+    if site_key is None and recipient:
+        from refacex.payload.sitekeys import SITE_KEY_NAME
+
+        beside = recipient[0].parent / SITE_KEY_NAME
+        if beside.is_file():
+            _warn_if_shared(beside)
+    elif site_key is not None:
+        _warn_if_shared(site_key)
     if recipient:
-        keys = SealKeys(recipients=[load_public_key(p) for p in recipient])
+        keys = seal_keys(list(recipient), site_key)
     else:
-        keys = SealKeys(passphrase=_passphrase_from(passphrase_file, "REFACEX_PASSPHRASE"))
-    _check_outdir(out)
+        keys = seal_keys(_passphrase_from(passphrase_file, "REFACEX_PASSPHRASE"), site_key)
     files = list(iter_images(list(inputs)))
     if not files:
         raise typer.BadParameter("no input images found")
+    if rename_key is not None:
+        files = hashed_names(files, rename_key)
+    plan = plan_outputs(
+        files, out, _suffix_for(fmt),
+        extras=lambda d: [vault.sidecar_path(d)]
+        if "vault" in tier_list and not vault.supports(d.suffix) else [],
+        protected=lambda src: [vault.sidecar_path(src)],
+        also=[rename_map] if rename_map else [])
+    _prepare_outdir(out)
+    if rename_map is not None:
+        write_bytes_atomic(rename_map, json.dumps({str(p): str(d) for p, d in plan},
+                                                  indent=2).encode(), mode=0o600)
     report, totals, failed = {}, {"images": 0, "faces": 0, "anonymized": 0, "fallback": 0,
-                                  "uncertain": 0, "failed": 0}, 0
-    for path, rel in _bar(files, "anonymize", as_json):
-        dest = _output_path(out, rel, fmt)
+                                  "uncertain": 0, "failed": 0, "skipped": 0}, 0
+    for path, dest in _bar(plan, "anonymize", as_json):
+        if resume and _done(dest, tier_list):
+            totals["skipped"] += 1
+            report[str(path)] = {"output": [str(dest)], "skipped": "resume"}
+            continue
         try:
-            if dest.resolve() == path.resolve():
-                raise RefacexError(f"{dest}: refusing to overwrite the input")
             img = read_image(path)
             res = run(img, keys, method=method, strength=strength, tiers=tier_list,
                       fallback=fallback,
                       method_options=None if verify else {"verify": False})
             written = save(res, dest, quality)
-        except RefacexError as exc:
-            _err(str(exc), path)
-            report[str(path)] = {"error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
+            _decoder_said(path, ok=False)
+            msg = _failure(exc)
+            _err(msg, path)
+            report[str(path)] = {"error": msg}
             failed += 1
             continue
+        _decoder_said(path)
         s = res.summary
         totals["images"] += 1
         for k in ("faces", "anonymized", "fallback", "uncertain"):
@@ -270,7 +411,8 @@ def anonymize(
     else:
         typer.echo(f"summary: {totals['images']} image(s), {totals['faces']} face(s) found, "
                    f"{totals['anonymized']} anonymised, {totals['fallback']} blurred (fallback), "
-                   f"{totals['uncertain']} uncertain, {failed} failed")
+                   f"{totals['uncertain']} uncertain, {failed} failed"
+                   + (f", {totals['skipped']} skipped (done)" if resume else ""))
     if failed:
         raise typer.Exit(2)
 
@@ -284,40 +426,60 @@ def recover(
         help="Passphrase of the private key (else $REFACEX_KEY_PASSPHRASE).")] = None,
     passphrase_file: Annotated[Path | None, typer.Option(
         help="Passphrase the images were sealed with.")] = None,
+    trust: Annotated[list[Path] | None, typer.Option(
+        help="A site's public key (site.pub) whose payloads are genuine; repeatable. The "
+             "site.pub and trusted/*.pub next to --key are trusted too.")] = None,
+    allow_unsigned: Annotated[bool, typer.Option(
+        "--allow-unsigned", help="Also restore payloads no trusted site made (files from "
+                                 "refacex < 0.2, or unknown sites): anyone holding the "
+                                 ".pub could have written them.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Skip inputs whose output exists and decodes.")] = False,
 ) -> None:
-    """Restore originals: exactly from the vault, else closely from the robust tier."""
+    """Restore originals: exactly from the vault, else closely from the robust tier.
+
+    Outputs are PNG files readable by their owner only (mode 0600): they show the faces."""
     from tqdm import tqdm
 
+    from refacex.api import open_keys
     from refacex.io.images import iter_images, write_image
-    from refacex.payload.keyring import OpenKeys
-    from refacex.payload.keys import load_private_key
+    from refacex.io.outputs import plan_outputs
     from refacex.recover import recover as run
+    from refacex.stego import vault
 
     if (key is None) == (passphrase_file is None):
         raise typer.BadParameter("give --key KEYFILE or --passphrase-file F")
+    trusted = list(trust or [])
     if key is not None:
-        keys = OpenKeys(private_key=load_private_key(
-            key, _passphrase_from(key_passphrase_file, "REFACEX_KEY_PASSPHRASE")))
+        _warn_if_shared(key)
+        keys = open_keys(key, _passphrase_from(key_passphrase_file, "REFACEX_KEY_PASSPHRASE"),
+                         trusted, allow_unsigned)
     else:
-        keys = OpenKeys(passphrase=_passphrase_from(passphrase_file, "REFACEX_PASSPHRASE"))
-    _check_outdir(out)
-    report, failed = {}, 0
-    files = [(p, r) for p, r in iter_images(list(inputs))]
-    for path, rel in _bar(files, "recover", as_json):
-        dest = _output_path(out, rel, "png")
+        keys = open_keys(_passphrase_from(passphrase_file, "REFACEX_PASSPHRASE"), None,
+                         trusted, allow_unsigned)
+    plan = plan_outputs(iter_images(list(inputs)), out, lambda rel: ".png",
+                        protected=lambda src: [vault.sidecar_path(src)])
+    _prepare_outdir(out)
+    report, failed, skipped = {}, 0, 0
+    for path, dest in _bar(plan, "recover", as_json):
+        if resume and _done(dest):
+            skipped += 1
+            report[str(path)] = {"output": str(dest), "skipped": "resume"}
+            continue
         try:
-            if dest.resolve() == path.resolve():
-                raise RefacexError(f"{dest}: refusing to overwrite the input")
             if not path.is_file():
                 raise RefacexError(f"{path}: no such file")
             res = run(path, keys)
-            write_image(dest, res.image)
-        except RefacexError as exc:
-            _err(str(exc), path)
-            report[str(path)] = {"error": str(exc)}
+            write_image(dest, res.image, mode=0o600)
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
+            _decoder_said(path, ok=False)
+            msg = _failure(exc)
+            _err(msg, path)
+            report[str(path)] = {"error": msg, "kind": type(exc).__name__}
             failed += 1
             continue
+        _decoder_said(path)
         report[str(path)] = {"output": str(dest), "tier": res.tier, "faces": res.faces,
                              "notes": res.notes}
         if not as_json:
@@ -327,6 +489,10 @@ def recover(
                 tqdm.write(f"  note: {n}")
     if as_json:
         typer.echo(json.dumps(report, indent=2))
+    else:
+        done = len(plan) - failed - skipped
+        typer.echo(f"summary: {done} recovered, {failed} failed"
+                   + (f", {skipped} skipped (done)" if resume else ""))
     if failed:
         raise typer.Exit(2)
 
@@ -335,8 +501,13 @@ def recover(
 def inspect(
     inputs: Annotated[list[Path], typer.Argument(help="Images to inspect (no key needed).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    deep: Annotated[bool, typer.Option(
+        "--deep", help="Search the pixels thoroughly (resized small photos, crops: seconds "
+                       "per image). By default only same-size and resized large copies.")]
+        = False,
 ) -> None:
-    """Show whether an image carries a payload, which tiers, version, faces, recipients."""
+    """Show what anyone can see without a key: payload present, tiers, format version,
+    encryption mode, recipients (docs/security.md: what is public)."""
     from refacex.io.images import decode_image, iter_images
     from refacex.payload.format import inspect_payload
     from refacex.stego import robust, vault
@@ -356,22 +527,29 @@ def inspect(
             except RefacexError as exc:
                 info["tiers"]["vault"] = {"error": str(exc)}
             with contextlib.suppress(RefacexError):  # no robust payload: nothing to show
-                info["tiers"]["robust"] = inspect_payload(robust.extract(img))
+                info["tiers"]["robust"] = inspect_payload(robust.extract(img, quick=not deep))
             info["payload"] = bool(info["tiers"])
+            if not info["payload"] and not deep:
+                info["searched"] = "quick (use --deep for resized small photos and crops)"
         except RefacexError as exc:
+            _decoder_said(path, ok=False)
             _err(str(exc))
             report[str(path)] = {"error": str(exc)}
             failed += 1
             continue
+        _decoder_said(path)
         report[str(path)] = info
         if not as_json:
             if not info["payload"]:
-                typer.echo(f"{path}: no refacex payload")
+                typer.echo(f"{path}: no refacex payload"
+                           + (" found by the quick search (--deep searches resized small "
+                              "photos and crops)" if "searched" in info else ""))
             for tier, t in info["tiers"].items():
                 if "error" in t:
                     typer.echo(f"{path}: {tier}: damaged ({t['error']})")
                     continue
-                typer.echo(f"{path}: {tier}: format {t['version']}, {t['faces']} face(s), "
+                faces = f"{t['faces']} face(s), " if "faces" in t else ""
+                typer.echo(f"{path}: {tier}: format {t['version']}, {faces}"
                            f"mode {t['mode']}, {t.get('recipients', 0)} recipient(s), "
                            f"{t['total_bytes']} B")
     if as_json:
@@ -397,15 +575,54 @@ from refacex.audit.command import audit as _audit  # noqa: E402, I001
 app.command(name="audit")(_audit)
 
 
+class _Terminated(SystemExit):
+    """SIGTERM as an exception, so ``finally`` and ``except BaseException`` clean-ups run
+    (``write_bytes_atomic`` deletes its temp file) exactly as for Ctrl-C. SIGKILL cannot
+    be caught: the next run into the same OUT removes what it left (``_prepare_outdir``)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated(128 + signum)
+
+
+def _usage_line(exc: typer.TyperException) -> str:
+    """A click usage error as one line: ``anonymize: Missing option '--out' / '-o'.``
+
+    Typer's standalone mode draws a box with the usage text around it (5+ lines); the
+    message itself, prefixed by the subcommand, is what a user or a log needs.
+    """
+    msg = " ".join(exc.format_message().split())
+    # click prefixes a BadParameter raised without a parameter (our own checks) this way
+    msg = msg.removeprefix("Invalid value: ")
+    ctx, names = getattr(exc, "ctx", None), []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return f"{' '.join(reversed(names))}: {msg}" if names else msg
+
+
 def main() -> None:
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app()
+        # Not standalone: click errors come back to us instead of being drawn in a box.
+        rc = app(standalone_mode=False)
     except RefacexError as exc:
         _err(str(exc))
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except typer.TyperException as exc:  # click's usage errors and their kin
+        if type(exc).__name__ == "NoArgsIsHelpError":  # help was printed when it was made
+            sys.exit(2)
+        _err(_usage_line(exc))
+        sys.exit(getattr(exc, "exit_code", 2))
+    except (KeyboardInterrupt, typer.Abort):
+        rc = 130
+    except _Terminated as exc:
+        _err("terminated")
+        sys.exit(exc.code)
+    if rc == 130:  # typer turns KeyboardInterrupt into Exit(130), which is returned
         _err("interrupted")
-        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

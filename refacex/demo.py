@@ -95,13 +95,15 @@ def run_demo(out_dir: Path, method: str = "swap", log=print) -> dict:
     """The full job: keys -> anonymise -> recover (vault, then robust) on the samples."""
     from refacex.payload.keyring import OpenKeys, SealKeys
     from refacex.payload.keys import generate_keypair, load_private_key, load_public_key
+    from refacex.payload.sitekeys import generate_site_key, load_site_key, trusted_beside
     from refacex.pipeline import anonymize, save
     from refacex.recover import recover
 
     run_analysis_demo(out_dir, log=lambda _m: None)
     pub, key = generate_keypair(out_dir / "keys", None, overwrite=True)
-    seal = SealKeys(recipients=[load_public_key(pub)])
-    opener = OpenKeys(private_key=load_private_key(key, None))
+    _site_pub, site_key = generate_site_key(out_dir / "keys", overwrite=True)
+    seal = SealKeys(recipients=[load_public_key(pub)], site=load_site_key(site_key))
+    opener = OpenKeys(private_key=load_private_key(key, None), trusted=trusted_beside(key))
     analyzer = FaceAnalyzer()
     rows, report = [], {}
     for name in DEMO_SAMPLES:

@@ -46,5 +46,14 @@ class TamperedPayloadError(PayloadError):
     """The payload was modified after it was written (authentication failed)."""
 
 
+class UntrustedPayloadError(PayloadError):
+    """The payload opens but no trusted site made it (unsigned, or signed by a stranger):
+    restoring it would paste back whatever a holder of the public key chose."""
+
+
+class BindingError(PayloadError):
+    """The vault is genuine but belongs to another image (its face regions differ)."""
+
+
 class UnsupportedPayloadError(PayloadError):
     """The payload is from a format version this release does not read."""

@@ -26,7 +26,8 @@ from refacex.anonymize.baselines import BlurAnonymizer
 from refacex.errors import NoFaceError
 from refacex.faces import Face, FaceAnalyzer
 from refacex.faces.align import align_matrix, warp_face
-from refacex.io.images import encode_image, write_bytes_atomic
+from refacex.io.images import decode_image, encode_image, write_bytes_atomic
+from refacex.payload.binding import image_binding
 from refacex.payload.facecode import CODE_PADDING, CODE_SIZE, codec
 from refacex.payload.format import FaceRecord, Payload, encode_payload
 from refacex.payload.keyring import SealKeys
@@ -53,9 +54,12 @@ class FaceReport:
 class AnonymizeResult:
     image: np.ndarray  # anonymised (and, with the robust tier, watermarked) BGR image
     faces: list[FaceReport]
-    vault: bytes | None = None  # sealed vault payload, to attach to the output file
     robust_bytes: int = 0  # size of the payload embedded in the pixels
     robust_faces: int = 0  # faces whose code fits in the robust tier
+    #: Unsealed vault: it is sealed when the output is encoded (``encode_output``), because
+    #: it binds to the output's decoded pixels (``refacex.payload.binding``).
+    vault_payload: Payload | None = None
+    keys: SealKeys | None = None
     robust_dense: bool = False  # the denser (less downscale+JPEG-proof) layout was needed
     timings_ms: dict[str, float] = field(default_factory=dict)
     detected: list[Face] = field(default_factory=list)
@@ -175,8 +179,9 @@ def anonymize(image: np.ndarray, keys: SealKeys, method: str = "swap", strength:
             records.append(FaceRecord(index=i, affine=ctx.matrix,
                                       crop_size=256, rect=ctx.rect, codec="png",
                                       data=_png(image[y:y + rh, x:x + rw])))
-        payload = Payload(tier="vault", image_size=(w, h), faces=records, method=method)
-        result.vault = encode_payload(payload, compact=False, **keys.crypto_kwargs())
+        result.vault_payload = Payload(tier="vault", image_size=(w, h), faces=records,
+                                       method=method)
+        result.keys = keys
         t["vault"] = (time.perf_counter() - t0) * 1e3
     if "robust" in tiers:
         from refacex.stego import robust
@@ -204,14 +209,32 @@ def anonymize(image: np.ndarray, keys: SealKeys, method: str = "swap", strength:
     return result
 
 
-def encode_output(result: AnonymizeResult, suffix: str, quality: int = 95) -> bytes:
-    """The output file's bytes; the vault goes inside when the format has a slot for it."""
+def seal_vault(result: AnonymizeResult, encoded: bytes) -> bytes | None:
+    """The sealed (and, with a site key, signed) vault for the output file ``encoded``,
+    bound to that file's decoded face regions; None when the run kept no vault."""
+    if result.vault_payload is None or result.keys is None:
+        return None
+    payload = result.vault_payload
+    payload.binding = image_binding(decode_image(encoded, name="output"),
+                                    [f.rect for f in payload.faces])
+    return encode_payload(payload, compact=False, **result.keys.crypto_kwargs())
+
+
+def _encode(result: AnonymizeResult, suffix: str, quality: int) -> tuple[bytes, bytes | None]:
+    """(the output file's bytes, the sealed vault); the vault is attached to the bytes
+    when the format has a slot for it."""
     from refacex.stego import vault
 
     data = encode_image(result.image, suffix, quality)
-    if result.vault is not None and vault.supports(suffix):
-        data = vault.attach(data, result.vault)
-    return data
+    blob = seal_vault(result, data)
+    if blob is not None and vault.supports(suffix):
+        data = vault.attach(data, blob)
+    return data, blob
+
+
+def encode_output(result: AnonymizeResult, suffix: str, quality: int = 95) -> bytes:
+    """The output file's bytes; the vault goes inside when the format has a slot for it."""
+    return _encode(result, suffix, quality)[0]
 
 
 def save(result: AnonymizeResult, path: Path, quality: int = 95) -> list[Path]:
@@ -219,8 +242,9 @@ def save(result: AnonymizeResult, path: Path, quality: int = 95) -> list[Path]:
     from refacex.stego import vault
 
     written = [path]
-    if result.vault is not None and not vault.supports(path.suffix):
-        vault.write_sidecar(path, result.vault)
+    data, blob = _encode(result, path.suffix, quality)
+    if blob is not None and not vault.supports(path.suffix):
+        vault.write_sidecar(path, blob)
         written.append(vault.sidecar_path(path))
-    write_bytes_atomic(path, encode_output(result, path.suffix, quality))
+    write_bytes_atomic(path, data)
     return written

@@ -24,9 +24,13 @@ from refacex.io.images import decode_image, encode_image
 from refacex.payload import crypto
 from refacex.payload.keyring import OpenKeys, SealKeys
 from refacex.payload.keys import generate_keypair, load_private_key, load_public_key
+from refacex.payload.sitekeys import SiteKey, generate_site_key
 from refacex.pipeline import anonymize, encode_output
 from refacex.recover import recover
 from refacex.stego import vault
+
+#: Fixed site key: the donor choice (and so exact numbers) depends on it.
+SITE = SiteKey(bytes(range(32, 64)))
 
 
 @pytest.fixture(autouse=True)
@@ -44,12 +48,13 @@ def key() -> X25519PrivateKey:
 
 @pytest.fixture(scope="module")
 def swapped(astronaut, key):
-    return anonymize(astronaut, SealKeys(recipients=[key.public_key()]), method="swap")
+    return anonymize(astronaut, SealKeys(recipients=[key.public_key()], site=SITE),
+                     method="swap")
 
 
 @pytest.fixture(scope="module")
 def swapped_t1(t1, key):
-    return anonymize(t1, SealKeys(recipients=[key.public_key()]), method="swap")
+    return anonymize(t1, SealKeys(recipients=[key.public_key()], site=SITE), method="swap")
 
 
 def _rects_equal(a: np.ndarray, b: np.ndarray, faces: list[dict]) -> bool:
@@ -61,7 +66,7 @@ def _rects_equal(a: np.ndarray, b: np.ndarray, faces: list[dict]) -> bool:
 def test_vault_round_trip_is_exact(swapped_t1, t1, key, suffix):
     data = encode_output(swapped_t1, suffix)
     assert vault.extract(data) is not None
-    res = recover(data, OpenKeys(private_key=key))
+    res = recover(data, OpenKeys(private_key=key, trusted=[SITE.public]))
     assert res.tier == "vault" and len(res.faces) == 6
     assert _rects_equal(res.image, t1, res.faces)
     assert not _rects_equal(decode_image(data), t1, res.faces)  # it was anonymised
@@ -70,7 +75,7 @@ def test_vault_round_trip_is_exact(swapped_t1, t1, key, suffix):
 def test_wrong_key_is_rejected(swapped, key):
     data = encode_output(swapped, ".png")
     with pytest.raises(WrongKeyError):
-        recover(data, OpenKeys(private_key=X25519PrivateKey.generate()))
+        recover(data, OpenKeys(private_key=X25519PrivateKey.generate(), trusted=[SITE.public]))
 
 
 def test_passphrase_mode_and_wrong_passphrase(astronaut):
@@ -83,25 +88,29 @@ def test_passphrase_mode_and_wrong_passphrase(astronaut):
 
 
 def test_flipped_byte_is_tampered(astronaut, key):
-    res = anonymize(astronaut, SealKeys(recipients=[key.public_key()]), method="blur",
+    res = anonymize(astronaut, SealKeys(recipients=[key.public_key()], site=SITE),
+                    method="blur",
                     tiers=("vault",))
     data = encode_output(res, ".png")
     blob = bytearray(vault.extract(data))
     blob[len(blob) // 2] ^= 0x01
     with pytest.raises(TamperedPayloadError):
-        recover(vault.attach(data, bytes(blob)), OpenKeys(private_key=key))
+        recover(vault.attach(data, bytes(blob)),
+                OpenKeys(private_key=key, trusted=[SITE.public]))
 
 
 def test_tampered_vault_falls_back_to_robust(swapped, key):
     data = encode_output(swapped, ".png")
     blob = bytearray(vault.extract(data))
     blob[-3] ^= 0x01
-    res = recover(vault.attach(data, bytes(blob)), OpenKeys(private_key=key))
+    res = recover(vault.attach(data, bytes(blob)),
+                  OpenKeys(private_key=key, trusted=[SITE.public]))
     assert res.tier == "robust" and any("tamper" in n or "modified" in n for n in res.notes)
 
 
 def test_public_key_files(tmp_path, astronaut):
     pub, priv = generate_keypair(tmp_path, b"key pass")
+    generate_site_key(tmp_path)  # site.key beside the .pub signs; site.pub beside .key trusts
     assert oct(priv.stat().st_mode & 0o777) == "0o600"
     out = refacex.anonymize(astronaut, pub, method="blur")  # needs the .pub only
     path = tmp_path / "anon.jpg"
@@ -114,7 +123,7 @@ def test_public_key_files(tmp_path, astronaut):
 
 
 def test_robust_tier_is_invisible(astronaut, key):
-    keys = SealKeys(recipients=[key.public_key()])
+    keys = SealKeys(recipients=[key.public_key()], site=SITE)
     with_robust = anonymize(astronaut, keys, method="swap")
     vault_only = anonymize(astronaut, keys, method="swap", tiers=("vault",))
     assert with_robust.robust_faces == 1
@@ -134,7 +143,7 @@ def test_robust_tier_survives_and_recovers(name, swapped, astronaut, analyzer, k
     distorted = DISTORTIONS[name](swapped.image)
     data = encode_image(distorted, ".png")  # a fresh file: no vault, no metadata
     assert vault.extract(data) is None
-    res = recover(data, OpenKeys(private_key=key))
+    res = recover(data, OpenKeys(private_key=key, trusted=[SITE.public]))
     assert res.tier == "robust" and len(res.faces) == 1
     scale = distorted.shape[1] / astronaut.shape[1]
     face = analyzer.detector.detect(astronaut)[0]
@@ -147,7 +156,8 @@ def test_robust_tier_survives_and_recovers(name, swapped, astronaut, analyzer, k
 
 def test_no_payload_is_a_clear_error(astronaut, key):
     with pytest.raises(NoPayloadError):
-        recover(encode_image(astronaut, ".png"), OpenKeys(private_key=key))
+        recover(encode_image(astronaut, ".png"),
+                OpenKeys(private_key=key, trusted=[SITE.public]))
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -182,7 +192,8 @@ def test_cli_round_trip_and_inspect(tmp_path, keydir, sample_paths):
     assert [p.name for p in outs] == ["astronaut.png", "t1.png"]
     assert {p: p.read_bytes() for p in src.rglob("*.*")} == before  # inputs untouched
     r = run("inspect", str(outs[1]))
-    assert r.returncode == 0 and "vault" in r.stdout and "6 face(s)" in r.stdout
+    # Since format 1.2 the face count is inside the ciphertext (docs/security.md).
+    assert r.returncode == 0 and "vault" in r.stdout and "face(s)" not in r.stdout
     r = run("recover", *map(str, outs), "-o", str(tmp_path / "rec"), "--key",
             str(keydir / "refacex.key"))
     assert r.returncode == 0, r.stderr
@@ -260,7 +271,7 @@ def test_robust_tier_survives_border_crop_on_large_photo(swapped_t1, t1, analyze
     from refacex.faces.align import transform_points
 
     data, m = apply("crop2", swapped_t1.image, encode_output(swapped_t1, ".png"))
-    res = recover(data, OpenKeys(private_key=key))
+    res = recover(data, OpenKeys(private_key=key, trusted=[SITE.public]))
     assert res.tier == "robust" and len(res.faces) == 6
     assert all(f["placed_by"] == "decoder-geometry" for f in res.faces)
     scores = [psnr(warp_face(t1, f.kps, 128, CROP_PADDING).crop,
@@ -276,7 +287,7 @@ def test_robust_tier_survives_border_crop_on_small_photo(swapped, astronaut, ana
     from refacex.faces.align import transform_points
 
     data, m = apply(crop, swapped.image, encode_output(swapped, ".png"))
-    res = recover(data, OpenKeys(private_key=key))
+    res = recover(data, OpenKeys(private_key=key, trusted=[SITE.public]))
     assert res.tier == "robust"
     f = analyzer.detector.detect(astronaut)[0]
     score = psnr(warp_face(astronaut, f.kps, 128, CROP_PADDING).crop,
@@ -296,7 +307,8 @@ def test_small_photo_carries_a_robust_code(astronaut, analyzer, key, mode):
 
     small = cv2.resize(astronaut, (250, 250), interpolation=cv2.INTER_AREA)
     if mode == "public-key":
-        seal, opener = SealKeys(recipients=[key.public_key()]), OpenKeys(private_key=key)
+        seal = SealKeys(recipients=[key.public_key()], site=SITE)
+        opener = OpenKeys(private_key=key, trusted=[SITE.public])
     else:
         seal, opener = SealKeys(passphrase=b"pass phrase"), OpenKeys(passphrase=b"pass phrase")
     res = anonymize(small, seal, method="swap")

@@ -339,7 +339,7 @@ def test_two_seals_differ(mode: str, n: int, k1: X25519PrivateKey, k2: X25519Pri
 
 def test_mode_bytes_differ_in_at_least_4_bits() -> None:
     values = list(crypto.MODE_NAMES)
-    assert len(values) == 6
+    assert len(values) == 7
     for i, a in enumerate(values):
         for b in values[i + 1 :]:
             assert bin(a ^ b).count("1") >= 4, (hex(a), hex(b))
@@ -350,7 +350,7 @@ def test_new_compact_seals_use_gcm64(kind: str, k1: X25519PrivateKey) -> None:
     key = {"recipients": [k1.public_key()]} if kind == "public-key" else {"passphrase": b"pw"}
     blob = fmt.encode_payload(_payload("robust", 1), **key)
     info = fmt.inspect_payload(blob)
-    assert info["mode"] == f"compact-{kind}" and info["version"] == "1.1"
+    assert info["mode"] == f"compact-{kind}" and info["version"] == "1.2"
     assert info["aead"] == "aes-256-gcm" and info["tag_bytes"] == crypto.COMPACT_TAG_LEN == 8
     pubkey = kind == "public-key"
     assert blob[ENV] == (crypto.MODE_COMPACT_PUBKEY if pubkey else crypto.MODE_COMPACT_PASSPHRASE)
@@ -637,10 +637,10 @@ def test_malformed_authenticated_plaintext_is_payload_error(k1: X25519PrivateKey
 def test_inspect_needs_no_key_and_shows_no_face_data(k1: X25519PrivateKey) -> None:
     blob = fmt.encode_payload(_payload("vault"), passphrase=b"pw")
     info = fmt.inspect_payload(blob)
-    assert info["version"] == "1.1" and info["tier"] == "vault" and info["mode"] == "passphrase"
+    assert info["version"] == "1.2" and info["tier"] == "vault" and info["mode"] == "passphrase"
     assert info["recipients"] == 0 and info["scrypt"] == CHEAP.as_dict()
-    # The face count is visible (clear, authenticated); no face data is.
-    assert info["faces"] == len(_payload("vault").faces)
+    # Since 1.2 not even the face count is public; no face data is.
+    assert "faces" not in info and blob[5] == 0
     assert not any(isinstance(v, bytes) for v in info.values())
     assert info["total_bytes"] == len(blob)
 

@@ -18,8 +18,12 @@ from refacex.payload import crypto
 from refacex.payload.facecode import codec
 from refacex.payload.format import decode_payload, inspect_payload
 from refacex.payload.keyring import SealKeys
+from refacex.payload.sitekeys import SiteKey
 from refacex.pipeline import build_robust_payload
 from refacex.stego.robust import capacity_bytes
+
+#: Fixed site key: the donor choice (and so exact numbers) depends on it.
+SITE = SiteKey(bytes(range(32, 64)))
 
 
 @pytest.fixture(autouse=True)
@@ -45,16 +49,18 @@ def test_public_key_code_now_fits_from_the_71_byte_step(
     astronaut: np.ndarray, analyzer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     priv = X25519PrivateKey.generate()
-    keys = SealKeys(recipients=[priv.public_key()])
+    keys = SealKeys(recipients=[priv.public_key()], site=SITE)
     img, face = _one_face(astronaut, analyzer, 256)
     assert capacity_bytes(256, 256) == 71
     blob, code_bytes = _robust(img, face, keys)
     assert blob is not None and code_bytes >= 4
-    assert inspect_payload(blob)["mode"] == "compact-public-key"
-    code = decode_payload(blob, private_key=priv).faces[0].data
+    assert inspect_payload(blob)["mode"] == "compact-public-key-auth"
+    code = decode_payload(blob, private_key=priv, trusted=[SITE.public]).faces[0].data
     assert len(code) == code_bytes and codec().decode(code).shape == (48, 48, 3)
     # With the 1.0 compact seal (51 bytes) the same photo carried no code at all.
-    monkeypatch.setattr(crypto, "_seal_compact_pubkey", crypto._seal_compact_pubkey_legacy)
+    monkeypatch.setattr(crypto, "_seal_compact_pubkey",
+                        lambda pt, r, aad, _sender=None:
+                        crypto._seal_compact_pubkey_legacy(pt, r, aad))
     assert _robust(img, face, keys) == (None, 0)
 
 

@@ -243,17 +243,25 @@ class Auditor:
 
     def _keys(self) -> tuple[Any, Any]:
         from refacex.payload.keyring import OpenKeys, SealKeys
-        from refacex.payload.keys import generate_keypair, load_private_key, load_public_key
+        from refacex.payload.keys import generate_keypair, load_private_key
+        from refacex.payload.sitekeys import SiteKey, generate_site_key, load_site_key
 
         if self.cfg.key is not None:
+            # The audit anonymises itself: it signs with a throwaway site key it trusts.
             pw = os.environ.get("REFACEX_KEY_PASSPHRASE")
             priv = load_private_key(self.cfg.key, pw.encode() if pw else None)
-            return SealKeys(recipients=[priv.public_key()]), OpenKeys(private_key=priv)
+            site = SiteKey.generate()
+            return (SealKeys(recipients=[priv.public_key()], site=site),
+                    OpenKeys(private_key=priv, trusted=[site.public]))
         kdir = self.cfg.out / "keys"
         if not (kdir / "refacex.key").is_file():
             generate_keypair(kdir, None)
-        return (SealKeys(recipients=[load_public_key(kdir / "refacex.pub")]),
-                OpenKeys(private_key=load_private_key(kdir / "refacex.key", None)))
+        if not (kdir / "site.key").is_file():
+            generate_site_key(kdir)
+        priv = load_private_key(kdir / "refacex.key", None)
+        site = load_site_key(kdir / "site.key")
+        return (SealKeys(recipients=[priv.public_key()], site=site),
+                OpenKeys(private_key=priv, trusted=[site.public]))
 
     @property
     def lpips(self):

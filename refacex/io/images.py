@@ -6,15 +6,30 @@ convention, because every model we run goes through OpenCV or dlib.
 Reading validates up front (existence, size, decodability, pixel count) so that a bad
 file produces one clear ``ImageError`` instead of a crash deep inside a model. Writing
 goes to a temporary file in the destination folder and is renamed into place, so an
-interrupted run never leaves a half-written output.
+interrupted run never leaves a half-written output; a run killed with SIGKILL leaves a
+hidden ``.NAME.XXXX.refacex-tmp`` file, which ``clean_stale_temp`` removes on the next run.
+
+Decoders talk on their own: libjpeg and libpng print warnings ("Corrupt JPEG data: 3
+extraneous bytes ...") straight to file descriptor 2 from C, and PIL issues Python
+warnings. Both are captured around each decode and kept for the caller
+(``take_decoder_warnings``), so a command can summarise them in one line per file
+instead of leaking raw library output between its own messages.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import os
+import stat
+import sys
 import tempfile
+import threading
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -30,6 +45,68 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # PIL's own guard against decompression bombs; ours is explicit and checked first.
 Image.MAX_IMAGE_PIXELS = None
 
+# OpenCV's own log lines ("[ WARN:0@0.1] ...") would bypass the capture below.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+#: Suffix of ``write_bytes_atomic``'s temp files (named ``.NAME.XXXXXXXX.refacex-tmp``).
+TEMP_SUFFIX = ".refacex-tmp"
+
+_capture_lock = threading.RLock()  # fd 2 and the warnings filters are process-wide
+_sink: tuple[int, IO[bytes]] | None = None  # (pid, temp file) that receives fd 2 while decoding
+_decoder_said: list[str] = []
+_MAX_KEPT = 100  # a library caller that never takes the messages must not grow a list
+
+
+def _stderr_sink() -> int:
+    """A temp file's descriptor for fd 2 to point at, made once per process (cheap reuse)."""
+    global _sink
+    if _sink is None or _sink[0] != os.getpid():
+        _sink = (os.getpid(), tempfile.TemporaryFile(buffering=0))  # noqa: SIM115 (kept open)
+    return _sink[1].fileno()
+
+
+@contextlib.contextmanager
+def _capture_decoder_output() -> Iterator[None]:
+    """Keep what C decoders print on fd 2 and what PIL warns about during the block.
+
+    fd 2 is pointed at a temp file with ``dup2`` and restored in ``finally``; the cost is a
+    handful of system calls. If fd 2 cannot be duplicated (closed), output is not captured.
+    """
+    with _capture_lock, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stderr.flush()  # Python's own pending text is not the decoder's
+        sink = _stderr_sink()
+        try:
+            saved: int | None = os.dup(2)
+        except OSError:
+            saved = None
+        if saved is not None:
+            os.dup2(sink, 2)
+        try:
+            yield
+        finally:
+            text = b""
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+                os.lseek(sink, 0, os.SEEK_SET)
+                text = os.read(sink, 65536)
+                os.ftruncate(sink, 0)
+                os.lseek(sink, 0, os.SEEK_SET)
+            said = text.decode(errors="replace").splitlines()
+            said += [str(w.message) for w in caught]
+            _decoder_said.extend(m.strip() for m in said if m.strip())
+            del _decoder_said[:-_MAX_KEPT]
+
+
+def take_decoder_warnings() -> list[str]:
+    """Decoder messages captured since the last call, each once, oldest first."""
+    with _capture_lock:
+        said = list(dict.fromkeys(_decoder_said))
+        _decoder_said.clear()
+    return said
+
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as a BGR uint8 array, or raise ``ImageError`` saying why."""
@@ -42,7 +119,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if size == 0:
         raise ImageError(f"{p}: empty file (0 bytes)")
     try:
-        with Image.open(p) as im:
+        with _capture_decoder_output(), Image.open(p) as im:
             w, h = im.size
             if w * h > MAX_PIXELS:
                 raise ImageError(
@@ -66,21 +143,22 @@ def decode_image(data: bytes | np.ndarray, name: str = "<bytes>") -> np.ndarray:
     if buf.size == 0:
         raise ImageError(f"{name}: empty file (0 bytes)")
     # PIL detects truncation (OpenCV silently decodes a truncated JPEG as grey rows).
-    try:
-        import io
+    import io
 
-        with Image.open(io.BytesIO(buf.tobytes())) as im:
-            w, h = im.size
-            if w * h > MAX_PIXELS:
-                raise ImageError(f"{name}: image too large ({w}x{h})")
-            im.load()
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image (format not recognised)") from None
-    except Exception as exc:
-        raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    with _capture_decoder_output():
+        try:
+            with Image.open(io.BytesIO(buf.tobytes())) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise ImageError(f"{name}: image too large ({w}x{h})")
+                im.load()
+        except ImageError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not an image (format not recognised)") from None
+        except Exception as exc:
+            raise ImageError(f"{name}: corrupt or truncated image ({exc})") from None
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
         raise ImageError(f"{name}: could not decode image")
     return img
@@ -117,7 +195,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o
     p = Path(path)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".refacex-tmp")
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=TEMP_SUFFIX)
     except OSError as exc:
         raise OutputError(f"{p.parent}: cannot write here ({exc.strerror or exc})") from None
     try:
@@ -135,9 +213,32 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o
         raise
 
 
-def write_image(path: str | os.PathLike[str], img: np.ndarray, quality: int = 95) -> None:
-    """Encode by the file's suffix and write atomically."""
-    write_bytes_atomic(path, encode_image(img, Path(path).suffix or ".png", quality))
+def write_image(path: str | os.PathLike[str], img: np.ndarray, quality: int = 95,
+                mode: int = 0o666) -> None:
+    """Encode by the file's suffix and write atomically (``mode`` as in ``write_bytes_atomic``:
+    recovered originals pass 0o600 because they show the faces the run had hidden)."""
+    write_bytes_atomic(path, encode_image(img, Path(path).suffix or ".png", quality), mode)
+
+
+def clean_stale_temp(folder: Path, older_than_s: float = 0.0) -> int:
+    """Delete our temp files (``.NAME.XXXX.refacex-tmp``) under ``folder``; return how many.
+
+    ``write_bytes_atomic`` removes its temp file on any exception, but SIGKILL or a power
+    cut leaves it behind, hidden. Only regular files named our way and older than
+    ``older_than_s`` go (a concurrent run's temp file lives for well under a second);
+    symlinked folders are not followed.
+    """
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for root, _dirs, names in os.walk(folder):
+        for name in fnmatch.filter(names, f".*{TEMP_SUFFIX}"):
+            p = Path(root, name)
+            with contextlib.suppress(OSError):
+                st = p.lstat()
+                if stat.S_ISREG(st.st_mode) and st.st_mtime <= cutoff:
+                    p.unlink()
+                    removed += 1
+    return removed
 
 
 def iter_images(inputs: list[str | os.PathLike[str]]) -> Iterator[tuple[Path, Path]]:

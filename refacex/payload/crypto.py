@@ -72,6 +72,7 @@ from refacex.errors import (
     PayloadError,
     TamperedPayloadError,
     UnsupportedPayloadError,
+    UntrustedPayloadError,
     WrongKeyError,
 )
 
@@ -79,6 +80,7 @@ MODE_PUBKEY = 0x11
 MODE_PASSPHRASE = 0x22
 MODE_COMPACT_PUBKEY = 0x0F  # AES-256-GCM, 64-bit tag, 1-byte key-id hint (format 1.1)
 MODE_COMPACT_PASSPHRASE = 0xF0  # AES-256-GCM, 64-bit tag (format 1.1)
+MODE_COMPACT_PUBKEY_AUTH = 0xC3  # as 0x0F, key also agreed with the sender site (1.2)
 MODE_COMPACT_PUBKEY_LEGACY = 0x44  # ChaCha20-Poly1305, 2-byte hint: opened, never written
 MODE_COMPACT_PASSPHRASE_LEGACY = 0x88  # ChaCha20-Poly1305: opened, never written
 
@@ -86,15 +88,18 @@ MODE_NAMES = {
     MODE_PUBKEY: "public-key",
     MODE_PASSPHRASE: "passphrase",
     MODE_COMPACT_PUBKEY: "compact-public-key",
+    MODE_COMPACT_PUBKEY_AUTH: "compact-public-key-auth",
     MODE_COMPACT_PASSPHRASE: "compact-passphrase",
     MODE_COMPACT_PUBKEY_LEGACY: "compact-public-key-legacy",
     MODE_COMPACT_PASSPHRASE_LEGACY: "compact-passphrase-legacy",
 }
 COMPACT_MODES = frozenset(
-    {MODE_COMPACT_PUBKEY, MODE_COMPACT_PASSPHRASE,
+    {MODE_COMPACT_PUBKEY, MODE_COMPACT_PUBKEY_AUTH, MODE_COMPACT_PASSPHRASE,
      MODE_COMPACT_PUBKEY_LEGACY, MODE_COMPACT_PASSPHRASE_LEGACY}
 )
-_GCM_MODES = frozenset({MODE_COMPACT_PUBKEY, MODE_COMPACT_PASSPHRASE})
+_GCM_MODES = frozenset({MODE_COMPACT_PUBKEY, MODE_COMPACT_PUBKEY_AUTH, MODE_COMPACT_PASSPHRASE})
+_COMPACT_PUBKEY_MODES = frozenset(
+    {MODE_COMPACT_PUBKEY, MODE_COMPACT_PUBKEY_AUTH, MODE_COMPACT_PUBKEY_LEGACY})
 _PASSPHRASE_MODES = frozenset(
     {MODE_PASSPHRASE, MODE_COMPACT_PASSPHRASE, MODE_COMPACT_PASSPHRASE_LEGACY}
 )
@@ -117,6 +122,7 @@ _ZERO_NONCE = bytes(NONCE_LEN)
 _WRAP_INFO = b"refacex v1 key-wrap"
 _COMPACT_INFO = b"refacex v1 compact content key"  # legacy 0x44
 _COMPACT_GCM_INFO = b"refacex v1.1 compact aes-256-gcm-64 content key"
+_COMPACT_AUTH_INFO = b"refacex v1.2 compact authenticated aes-256-gcm-64 content key"
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,7 @@ def overhead(mode: str, n_recipients: int = 1) -> int:
         return 1 + KEY_LEN + 1 + n_recipients * (KEY_ID_LEN + WRAPPED_KEY_LEN) + NONCE_LEN + TAG_LEN
     if mode == "passphrase":
         return 1 + 3 + SALT_LEN + CHECK_LEN + NONCE_LEN + TAG_LEN
-    if mode == "compact-public-key":
+    if mode in ("compact-public-key", "compact-public-key-auth"):
         return 1 + KEY_LEN + COMPACT_KEY_HINT_LEN + COMPACT_TAG_LEN
     if mode == "compact-passphrase":
         return 1 + 1 + COMPACT_SALT_LEN + COMPACT_CHECK_LEN + COMPACT_TAG_LEN
@@ -257,8 +263,15 @@ def seal(
     passphrase: bytes | None = None,
     aad: bytes = b"",
     compact: bool = False,
+    sender: X25519PrivateKey | None = None,
 ) -> bytes:
     """Encrypt and authenticate ``plaintext`` for ``recipients`` or a ``passphrase`` (one only).
+
+    ``sender`` (a site's static X25519 key, compact public-key mode only) makes the seal
+    *authenticated*: the content key also depends on ECDH(sender, recipient), so only the
+    sender or the recipient can make a blob that opens, and the opener learns which of its
+    trusted senders made it, at no byte of overhead (the in-pixel tier has no room for a
+    64-byte signature).
 
     ``aad`` is authenticated but not stored: ``open_sealed`` must be given the same bytes
     (the payload format passes its envelope header). ``compact`` picks the robust-tier
@@ -274,7 +287,7 @@ def seal(
             return _seal_compact_passphrase(plaintext, bytes(passphrase), aad)
         return _seal_passphrase(plaintext, bytes(passphrase), aad)
     if compact:
-        return _seal_compact_pubkey(plaintext, recipients[0], aad)
+        return _seal_compact_pubkey(plaintext, recipients[0], aad, sender)
     return _seal_pubkey(plaintext, recipients, aad)
 
 
@@ -342,14 +355,26 @@ def _tampered(wrong_key_possible: bool) -> TamperedPayloadError:
     return TamperedPayloadError(msg)
 
 
-def _seal_compact_pubkey(plaintext: bytes, recipient: X25519PublicKey, aad: bytes) -> bytes:
+def _seal_compact_pubkey(plaintext: bytes, recipient: X25519PublicKey, aad: bytes,
+                         sender: X25519PrivateKey | None = None) -> bytes:
     eph = X25519PrivateKey.generate()
     eph_pub = raw_public(eph.public_key())
     raw = raw_public(recipient)
+    hint = key_id(raw)[:COMPACT_KEY_HINT_LEN]
     # Fresh ephemeral key => fresh content key => the zero nonce is never reused under a key.
-    key = _hkdf(_ecdh(eph, recipient), eph_pub + raw, _COMPACT_GCM_INFO)
-    header = bytes([MODE_COMPACT_PUBKEY]) + eph_pub + key_id(raw)[:COMPACT_KEY_HINT_LEN]
+    if sender is None:
+        key = _hkdf(_ecdh(eph, recipient), eph_pub + raw, _COMPACT_GCM_INFO)
+        header = bytes([MODE_COMPACT_PUBKEY]) + eph_pub + hint
+    else:
+        key = _auth_key(_ecdh(eph, recipient), _ecdh(sender, recipient), eph_pub, raw,
+                        raw_public(sender.public_key()))
+        header = bytes([MODE_COMPACT_PUBKEY_AUTH]) + eph_pub + hint
     return header + _gcm64_seal(key, plaintext, aad + header)
+
+
+def _auth_key(ee: bytes, se: bytes, eph_pub: bytes, recipient: bytes, sender: bytes) -> bytes:
+    """HPKE-Auth-style content key: both shared secrets, all three public keys as salt."""
+    return _hkdf(ee + se, eph_pub + recipient + sender, _COMPACT_AUTH_INFO)
 
 
 def _seal_compact_passphrase(plaintext: bytes, passphrase: bytes, aad: bytes) -> bytes:
@@ -417,9 +442,10 @@ def _parse(blob: bytes) -> _Parsed:
         p.salt = r.take(SALT_LEN)
         p.check = r.take(CHECK_LEN)
         p.nonce = r.take(NONCE_LEN)
-    elif mode in (MODE_COMPACT_PUBKEY, MODE_COMPACT_PUBKEY_LEGACY):
+    elif mode in _COMPACT_PUBKEY_MODES:
         p.eph_pub = r.take(KEY_LEN)
-        p.hint = r.take(COMPACT_KEY_HINT_LEN if mode == MODE_COMPACT_PUBKEY else KEY_HINT_LEN)
+        p.hint = r.take(KEY_HINT_LEN if mode == MODE_COMPACT_PUBKEY_LEGACY
+                        else COMPACT_KEY_HINT_LEN)
     elif mode in (MODE_COMPACT_PASSPHRASE, MODE_COMPACT_PASSPHRASE_LEGACY):
         p.params = ScryptParams(r.byte(), 8, 1)
         p.salt = r.take(COMPACT_SALT_LEN)
@@ -447,6 +473,24 @@ def open_sealed(
     Raises ``WrongKeyError`` when the key/passphrase is not the one the blob was sealed for,
     ``TamperedPayloadError`` when it is but the bytes do not authenticate.
     """
+    return open_sealed_from(blob, private_key=private_key, passphrase=passphrase, aad=aad)[0]
+
+
+def open_sealed_from(
+    blob: bytes,
+    *,
+    private_key: X25519PrivateKey | None = None,
+    passphrase: bytes | None = None,
+    aad: bytes = b"",
+    senders: Sequence[X25519PublicKey] = (),
+) -> tuple[bytes, int | None]:
+    """``open_sealed`` that also says who made an authenticated blob: (plaintext, index of
+    the sender in ``senders``, or None when the mode carries no sender).
+
+    An authenticated compact blob that opens for none of ``senders`` raises
+    ``UntrustedPayloadError``: without the sender's public key it cannot be opened at all,
+    and the tag cannot tell a stranger's seal from altered bytes.
+    """
     p = _parse(bytes(blob))
     ad = aad + p.header
     if p.mode in _PASSPHRASE_MODES:
@@ -458,24 +502,26 @@ def open_sealed(
         if not secrets.compare_digest(check, p.check):
             raise WrongKeyError("wrong passphrase for this payload")
         if p.mode in _GCM_MODES:
-            return _gcm64_open(key, p.ciphertext, ad, wrong_key_possible=False)
-        return _aead_open(key, p.nonce, p.ciphertext, ad)
+            return _gcm64_open(key, p.ciphertext, ad, wrong_key_possible=False), None
+        return _aead_open(key, p.nonce, p.ciphertext, ad), None
 
     if private_key is None:
         raise WrongKeyError("this payload is sealed for a key pair; give the private key")
     my_raw = raw_public(private_key.public_key())
     my_id = key_id(my_raw)
     eph = X25519PublicKey.from_public_bytes(p.eph_pub)
-    if p.mode in (MODE_COMPACT_PUBKEY, MODE_COMPACT_PUBKEY_LEGACY):
+    if p.mode in _COMPACT_PUBKEY_MODES:
         if my_id[: len(p.hint)] != p.hint:
             raise WrongKeyError(
                 f"payload is sealed for a key starting {p.hint.hex()}, not for key {my_id.hex()}"
             )
+        if p.mode == MODE_COMPACT_PUBKEY_AUTH:
+            return _open_compact_auth(p, private_key, my_raw, eph, ad, senders)
         if p.mode == MODE_COMPACT_PUBKEY:
             key = _hkdf(_ecdh(private_key, eph), p.eph_pub + my_raw, _COMPACT_GCM_INFO)
-            return _gcm64_open(key, p.ciphertext, ad, wrong_key_possible=True)
+            return _gcm64_open(key, p.ciphertext, ad, wrong_key_possible=True), None
         key = _hkdf(_ecdh(private_key, eph), p.eph_pub + my_raw, _COMPACT_INFO)
-        return _aead_open(key, _ZERO_NONCE, p.ciphertext, ad)
+        return _aead_open(key, _ZERO_NONCE, p.ciphertext, ad), None
 
     assert p.slots is not None
     mine = [wrapped for kid, wrapped in p.slots if kid == my_id]
@@ -488,10 +534,28 @@ def open_sealed(
             content_key = ChaCha20Poly1305(kek).decrypt(_ZERO_NONCE, wrapped, my_id)
         except InvalidTag:
             continue
-        return _aead_open(content_key, p.nonce, p.ciphertext, ad)
+        return _aead_open(content_key, p.nonce, p.ciphertext, ad), None
     raise TamperedPayloadError(
         "payload was modified after it was written (key slot does not authenticate)"
     )
+
+
+def _open_compact_auth(p: _Parsed, private_key: X25519PrivateKey, my_raw: bytes,
+                       eph: X25519PublicKey, ad: bytes, senders: Sequence[X25519PublicKey]
+                       ) -> tuple[bytes, int]:
+    """Try each trusted sender; the first whose derived key authenticates made the blob."""
+    ee = _ecdh(private_key, eph)
+    for i, sender in enumerate(senders):
+        se = _ecdh(private_key, sender)
+        key = _auth_key(ee, se, p.eph_pub, my_raw, raw_public(sender))
+        try:
+            return _gcm64_open(key, p.ciphertext, ad, wrong_key_possible=False), i
+        except TamperedPayloadError:
+            continue
+    raise UntrustedPayloadError(
+        "in-pixel payload was not made by a site you trust (add its key with --trust "
+        "SITE.pub), or it was altered"
+        + ("" if senders else "; no trusted site keys were given"))
 
 
 def _aead_open(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
@@ -518,7 +582,7 @@ def describe(blob: bytes) -> dict[str, Any]:
     if p.slots is not None:
         info["recipients"] = len(p.slots)
         info["key_ids"] = [kid.hex() for kid, _ in p.slots]
-    elif p.mode in (MODE_COMPACT_PUBKEY, MODE_COMPACT_PUBKEY_LEGACY):
+    elif p.mode in _COMPACT_PUBKEY_MODES:
         info["recipients"] = 1
         info["key_id_hint"] = p.hint.hex()
     else:

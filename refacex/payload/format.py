@@ -33,11 +33,14 @@ from refacex.errors import (
     UnsupportedPayloadError,
 )
 from refacex.payload import crypto
+from refacex.payload.sitekeys import SiteKey, SitePublic
 
 MAGIC = b"RFX"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1  # 1.1: compact AES-256-GCM-64 crypto modes (0x0f, 0xf0)
-ENVELOPE_LEN = len(MAGIC) + 3  # magic, version, tier, face count
+# 1.1: compact AES-256-GCM-64 crypto modes (0x0f, 0xf0). 1.2: image binding and site
+# signature records, the authenticated compact mode (0xc3), face count moved inside.
+FORMAT_MINOR = 2
+ENVELOPE_LEN = len(MAGIC) + 3  # magic, version, tier, reserved (face count before 1.2)
 
 TIERS: dict[str, int] = {"vault": 1, "robust": 2}
 _TIER_NAMES = {v: k for k, v in TIERS.items()}
@@ -48,6 +51,16 @@ TAG_IMAGE_SIZE = 2
 TAG_FACE = 3
 TAG_EXTRA = 4
 TAG_FACE_COMPACT = 5  # robust tier: no rect, no mask, data runs to the record's end
+TAG_BINDING = 6  # digest of the anonymised image this payload belongs to (vault)
+TAG_SIGNATURE = 7  # site id (8) + Ed25519 signature (64); always the last record
+
+#: Signed message: this context, the envelope, then every plaintext byte before the
+#: signature record.
+SIGNATURE_CONTEXT = b"refacex payload signature v1\0"
+#: Sanity bounds on decoded numbers (a forged or buggy payload must not make recovery
+#: allocate or loop without limit).
+MAX_IMAGE_SIDE = 1 << 17
+MAX_FACES = 4096
 
 # Face sub-record tags (after the fixed part of a FACE record).
 FTAG_AFFINE_F64 = 1
@@ -113,6 +126,14 @@ class Payload:
     faces: list[FaceRecord] = field(default_factory=list)
     method: str = ""
     extra: dict[str, ExtraValue] = field(default_factory=dict)
+    #: Digest of the anonymised image's face regions (``refacex.payload.binding``).
+    binding: bytes | None = None
+    #: Who made it, as established by ``decode_payload``: "site:<id>" (a trusted site's
+    #: signature or authenticated seal verified), "untrusted-site:<id>" (signed by a site
+    #: not trusted), "passphrase" (the shared secret authenticates), "unsigned".
+    provenance: str = ""
+    #: (site id, signature, signed plaintext length) as read; internal to decoding.
+    signature: tuple[bytes, bytes, int] | None = field(default=None, repr=False)
 
 
 # ----------------------------------------------------------------------------- primitives
@@ -251,14 +272,16 @@ def _encode_affine(a: np.ndarray, crop_size: int, compact: bool) -> tuple[int, b
 
 
 def _decode_affine(tag: int, value: bytes, crop_size: int) -> np.ndarray:
-    if tag == FTAG_AFFINE_F64:
-        if len(value) != 48:
+    if tag in (FTAG_AFFINE_F64, FTAG_AFFINE_F32):
+        fmt = "<6d" if tag == FTAG_AFFINE_F64 else "<6f"
+        if len(value) != struct.calcsize(fmt):
             raise _Malformed("affine record has the wrong length")
-        return np.array(struct.unpack("<6d", value), dtype=np.float64).reshape(2, 3)
-    if tag == FTAG_AFFINE_F32:
-        if len(value) != 24:
-            raise _Malformed("affine record has the wrong length")
-        return np.array(struct.unpack("<6f", value), dtype=np.float64).reshape(2, 3)
+        a = np.array(struct.unpack(fmt, value), dtype=np.float64).reshape(2, 3)
+        with np.errstate(all="ignore"):
+            det = np.linalg.det(a[:, :2]) if np.all(np.isfinite(a)) else 0.0
+        if not np.isfinite(det) or abs(det) < 1e-12:
+            raise _Malformed("affine is not finite or singular")
+        return a
     cur = _Cursor(value)
     q = [cur.svarint() for _ in range(4)]
     if not cur.done():
@@ -388,6 +411,11 @@ def _decode_extra(value: bytes) -> tuple[str, ExtraValue] | None:
 
 
 def encode_plaintext(payload: Payload, *, compact: bool) -> bytes:
+    """The TLV plaintext, without a signature (``encode_payload`` appends one)."""
+    return _encode_records(payload, compact=compact)
+
+
+def _encode_records(payload: Payload, *, compact: bool) -> bytes:
     """The TLV plaintext (exposed for tests and for capacity planning)."""
     w, h = (int(v) for v in payload.image_size)
     if w <= 0 or h <= 0:
@@ -407,6 +435,8 @@ def encode_plaintext(payload: Payload, *, compact: bool) -> bytes:
             put_record(out, TAG_FACE, _encode_face(face, compact))
     for name, value in payload.extra.items():
         put_record(out, TAG_EXTRA, _encode_extra(name, value))
+    if payload.binding is not None:
+        put_record(out, TAG_BINDING, bytes(payload.binding))
     return bytes(out)
 
 
@@ -418,29 +448,44 @@ def decode_plaintext(plaintext: bytes, tier: str) -> Payload:
         image_size: tuple[int, int] | None = None
         faces: list[FaceRecord] = []
         extra: dict[str, ExtraValue] = {}
+        binding: bytes | None = None
+        signature: tuple[bytes, bytes, int] | None = None
         while not cur.done():
+            start = cur.pos
             tag, value = cur.record()
-            if tag == TAG_METHOD:
+            if signature is not None:
+                raise _Malformed("record after the signature")
+            if tag == TAG_SIGNATURE:
+                if len(value) != 8 + 64:
+                    raise _Malformed("signature record has the wrong length")
+                signature = (value[:8], value[8:], start)
+            elif tag == TAG_BINDING:
+                binding = value
+            elif tag == TAG_METHOD:
                 method = value.decode("utf-8")
             elif tag == TAG_IMAGE_SIZE:
                 c = _Cursor(value)
                 image_size = (c.uvarint(), c.uvarint())
-            elif tag == TAG_FACE:
-                faces.append(_decode_face(value))
-            elif tag == TAG_FACE_COMPACT:
-                faces.append(_decode_face_compact(value))
+            elif tag in (TAG_FACE, TAG_FACE_COMPACT):
+                if len(faces) >= MAX_FACES:
+                    raise _Malformed(f"more than {MAX_FACES} faces")
+                faces.append(_decode_face(value) if tag == TAG_FACE
+                             else _decode_face_compact(value))
             elif tag == TAG_EXTRA:
                 item = _decode_extra(value)
                 if item is not None:
                     extra[item[0]] = item[1]
         if image_size is None:
             raise _Malformed("no image size record")
+        if not (0 < image_size[0] <= MAX_IMAGE_SIDE and 0 < image_size[1] <= MAX_IMAGE_SIDE):
+            raise _Malformed(f"image size {image_size} out of range")
     except (_Malformed, UnicodeDecodeError, np.linalg.LinAlgError) as exc:
         # The AEAD verified these bytes, so this is a writer bug, not tampering.
         raise PayloadError(
             f"payload content is malformed ({exc}); it was written by a faulty encoder"
         ) from None
-    return Payload(tier=tier, image_size=image_size, faces=faces, method=method, extra=extra)
+    return Payload(tier=tier, image_size=image_size, faces=faces, method=method, extra=extra,
+                   binding=binding, signature=signature)
 
 
 # ------------------------------------------------------------------------------ envelope
@@ -493,24 +538,35 @@ def encode_payload(
     recipients: Sequence[X25519PublicKey] = (),
     passphrase: bytes | None = None,
     compact: bool | None = None,
+    site: SiteKey | None = None,
 ) -> bytes:
     """Serialise and seal ``payload`` for ``recipients`` or a ``passphrase`` (exactly one).
 
     ``compact`` (default: True for the robust tier) selects the compact crypto modes (first
-    recipient only) and the quantised similarity for the affine.
+    recipient only) and the quantised similarity for the affine. ``site`` says who made
+    it: full modes get an Ed25519 signature record *inside* the ciphertext (so the site is
+    not visible to the public); the compact public-key mode is sealed in the
+    authenticated mode instead (no room for 64 bytes). Compact passphrase payloads carry
+    no site proof: the passphrase itself authenticates.
     """
     if payload.tier not in TIERS:
         raise ValueError(f"tier must be one of {sorted(TIERS)}, got {payload.tier!r}")
     if compact is None:
         compact = payload.tier == "robust"
-    # The face count is in the clear (authenticated) so `refacex inspect` can show it
-    # without a key; the faces are visible in the anonymised image anyway.
-    envelope = MAGIC + bytes([(FORMAT_MAJOR << 4) | FORMAT_MINOR, TIERS[payload.tier],
-                              min(len(payload.faces), 255)])
-    plaintext = encode_plaintext(payload, compact=compact)
-    sealed = crypto.seal(
-        plaintext, recipients=recipients, passphrase=passphrase, aad=envelope, compact=compact
-    )
+    # The fourth byte held the face count before 1.2; it is 0 now and the count is only
+    # inside the ciphertext (docs/security.md: what is public).
+    envelope = MAGIC + bytes([(FORMAT_MAJOR << 4) | FORMAT_MINOR, TIERS[payload.tier], 0])
+    plaintext = _encode_records(payload, compact=compact)
+    sender = None
+    if site is not None and compact and recipients:
+        sender = site.agreement_key
+    elif site is not None and not compact:
+        sig = site.sign(SIGNATURE_CONTEXT + envelope + plaintext)
+        rec = bytearray()
+        put_record(rec, TAG_SIGNATURE, site.public.site_id + sig)
+        plaintext += bytes(rec)
+    sealed = crypto.seal(plaintext, recipients=recipients, passphrase=passphrase, aad=envelope,
+                         compact=compact, sender=sender)
     return envelope + sealed
 
 
@@ -519,26 +575,56 @@ def decode_payload(
     *,
     private_key: X25519PrivateKey | None = None,
     passphrase: bytes | None = None,
+    trusted: Sequence[SitePublic] = (),
 ) -> Payload:
     """Verify, decrypt and parse a payload from ``encode_payload``.
 
+    ``trusted``: site public keys whose signatures (and authenticated seals) are checked;
+    the result's ``provenance`` says what was established. Deciding whether to *use* an
+    unsigned payload is the caller's policy (``refacex.recover``); a signature by a trusted
+    site that does not verify is ``TamperedPayloadError`` here.
+
     Raises ``NoPayloadError`` (not a payload), ``UnsupportedPayloadError`` (newer major
-    version), ``WrongKeyError``, ``TamperedPayloadError`` or ``PayloadError``.
+    version), ``WrongKeyError``, ``UntrustedPayloadError`` (an authenticated seal no
+    trusted site made), ``TamperedPayloadError`` or ``PayloadError``.
     """
     env = _parse_envelope(blob)
     blob = bytes(blob)
+    envelope = blob[:ENVELOPE_LEN]
+    trusted = list(trusted)
     try:
-        plaintext = crypto.open_sealed(
+        plaintext, sender = crypto.open_sealed_from(
             blob[ENVELOPE_LEN:],
             private_key=private_key,
             passphrase=passphrase,
-            aad=blob[:ENVELOPE_LEN],
+            aad=envelope,
+            senders=[t.x25519_key for t in trusted],
         )
     except crypto.UnknownModeError as exc:
         raise _unknown_mode(env, exc) from None
     if env.tier is None:  # authenticated, but a tier this release does not know
         raise UnsupportedPayloadError(f"payload tier {env.tier_id} is newer than this refacex")
-    return decode_plaintext(plaintext, env.tier)
+    payload = decode_plaintext(plaintext, env.tier)
+    if sender is not None:
+        payload.provenance = f"site:{trusted[sender].site_id.hex()}"
+    elif payload.signature is not None:
+        payload.provenance = _check_signature(payload.signature, envelope, plaintext, trusted)
+    else:
+        payload.provenance = "passphrase" if passphrase is not None else "unsigned"
+    return payload
+
+
+def _check_signature(signature: tuple[bytes, bytes, int], envelope: bytes, plaintext: bytes,
+                     trusted: Sequence[SitePublic]) -> str:
+    site_id, sig, signed_len = signature
+    for site in trusted:
+        if site.site_id == site_id:
+            if site.verify(sig, SIGNATURE_CONTEXT + envelope + plaintext[:signed_len]):
+                return f"site:{site_id.hex()}"
+            raise TamperedPayloadError(
+                f"payload signature by trusted site {site_id.hex()} does not verify: forged "
+                "or altered")
+    return f"untrusted-site:{site_id.hex()}"
 
 
 def inspect_payload(blob: bytes) -> dict[str, Any]:
@@ -557,12 +643,14 @@ def inspect_payload(blob: bytes) -> dict[str, Any]:
         info = crypto.describe(bytes(blob)[ENVELOPE_LEN:])
     except crypto.UnknownModeError as exc:
         raise _unknown_mode(env, exc) from None
-    return {
+    out = {
         "format": "refacex",
         "version": f"{env.major}.{env.minor}",
         "supported": True,
         "tier": env.tier or f"unknown-{env.tier_id}",
-        "faces": bytes(blob)[len(MAGIC) + 2],
         **info,
         "total_bytes": len(blob),
     }
+    if (env.major, env.minor) < (1, 2):  # older writers put the face count in the clear
+        out["faces"] = bytes(blob)[len(MAGIC) + 2]
+    return out

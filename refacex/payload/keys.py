@@ -64,6 +64,8 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "read_passphrase_file",
+    "armour",
+    "dearmour",
 ]
 
 PUBLIC_KEY_NAME = "refacex.pub"
@@ -99,7 +101,7 @@ def format_key_id(kid: bytes) -> str:
     return kid.hex()
 
 
-def _armour(label: str, kid: bytes, body: bytes, extra: dict[str, str]) -> bytes:
+def armour(label: str, kid: bytes, body: bytes, extra: dict[str, str]) -> bytes:
     lines = [f"-----BEGIN {label}-----", f"Key-Id: {format_key_id(kid)}"]
     lines += [f"{k}: {v}" for k, v in extra.items()]
     lines.append("")
@@ -109,8 +111,11 @@ def _armour(label: str, kid: bytes, body: bytes, extra: dict[str, str]) -> bytes
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def _dearmour(path: Path) -> tuple[str, dict[str, str], bytes]:
-    """Return (label, header fields, body) or raise ``KeyFileError`` saying what is wrong."""
+def dearmour(path: Path, labels: tuple[str, ...] = (_PUB_LABEL, _PRIV_LABEL)
+             ) -> tuple[str, dict[str, str], bytes]:
+    """Return (label, header fields, body) or raise ``KeyFileError`` saying what is wrong.
+
+    ``labels``: the armour labels the caller accepts (recovery keys by default)."""
     if not path.exists():
         raise KeyFileError(f"{path}: no such key file")
     if path.is_dir():
@@ -125,7 +130,7 @@ def _dearmour(path: Path) -> tuple[str, dict[str, str], bytes]:
     if not lines or not lines[0].startswith("-----BEGIN ") or not lines[0].endswith("-----"):
         raise KeyFileError(f"{path}: not a refacex key file")
     label = lines[0][len("-----BEGIN ") : -len("-----")]
-    if label not in (_PUB_LABEL, _PRIV_LABEL):
+    if label not in labels:
         raise KeyFileError(
             f"{path}: not a refacex key file (it holds a {label.lower() or 'unknown'})"
         )
@@ -209,10 +214,10 @@ def generate_keypair(
 
     # The temp file is created 0600 (mkstemp) and stays so: the private key is never
     # readable by others, not even for a moment; chmod again to be explicit.
-    write_bytes_atomic(key_path, _armour(_PRIV_LABEL, kid, priv_body, {"Protection": protection}),
+    write_bytes_atomic(key_path, armour(_PRIV_LABEL, kid, priv_body, {"Protection": protection}),
                        mode=0o600)
     os.chmod(key_path, 0o600)
-    write_bytes_atomic(pub_path, _armour(_PUB_LABEL, kid, pub_body, {}))
+    write_bytes_atomic(pub_path, armour(_PUB_LABEL, kid, pub_body, {}))
     os.chmod(pub_path, 0o644)
     return pub_path, key_path
 
@@ -220,7 +225,7 @@ def generate_keypair(
 def load_public_key(path: str | os.PathLike[str]) -> X25519PublicKey:
     """Read a ``refacex.pub`` file; a private key file here is refused (never share it)."""
     p = Path(path)
-    label, fields, body = _dearmour(p)
+    label, fields, body = dearmour(p)
     if label == _PRIV_LABEL:
         raise KeyFileError(
             f"{p}: is a PRIVATE key; give the public key file ({PUBLIC_KEY_NAME}) instead "
@@ -240,7 +245,7 @@ def load_private_key(path: str | os.PathLike[str], passphrase: bytes | None) -> 
     ``passphrase`` is ignored for a key stored in clear.
     """
     p = Path(path)
-    label, fields, body = _dearmour(p)
+    label, fields, body = dearmour(p)
     if label == _PUB_LABEL:
         raise KeyFileError(
             f"{p}: is a public key; opening a payload needs the private key "

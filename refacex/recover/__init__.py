@@ -1,14 +1,20 @@
 """Undo an anonymisation with the right key.
 
 Order of preference per image: the **vault** (exact original pixels) when it is present,
-intact and matches the image's size; otherwise the **robust** in-pixel tier (a close
-reconstruction that survives re-encoding, resizing and mild crops). A wrong key is an
-error for the whole image (``WrongKeyError``) — nothing is restored; a damaged vault
-falls back to the robust tier and says so.
+opens with the key, was made by a trusted site and is bound to *this* image; otherwise the
+**robust** in-pixel tier (a close reconstruction that survives re-encoding, resizing and
+mild crops). Whatever stops the vault (damaged, wrong key, forged, moved from another
+image, resized) is said in a note and the robust tier is tried; only when that fails too
+is the image an error, carrying the most telling of the two reasons.
+
+Nothing decoded is trusted before use: every face record is checked against the image
+(rectangle inside it, stored patch of the stated size, finite placement, known code) and
+a bad record is a per-face error, never a crash or a half-restored file.
 """
 
 from __future__ import annotations
 
+import io
 import sys
 import types
 from dataclasses import dataclass, field
@@ -16,8 +22,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
-from refacex.errors import NoPayloadError, PayloadError, WrongKeyError
+from refacex.errors import (
+    BindingError,
+    NoPayloadError,
+    PayloadError,
+    RefacexError,
+    UntrustedPayloadError,
+)
 from refacex.faces.align import (
     feather_mask,
     invert_affine,
@@ -27,8 +40,9 @@ from refacex.faces.align import (
 )
 from refacex.faces.masks import face_mask
 from refacex.io.images import decode_image
+from refacex.payload.binding import image_binding
 from refacex.payload.facecode import CODE_PADDING, CODE_SIZE, codec
-from refacex.payload.format import Payload, decode_payload
+from refacex.payload.format import FaceRecord, Payload, decode_payload
 from refacex.payload.keyring import OpenKeys
 from refacex.stego import robust
 
@@ -41,19 +55,87 @@ class RecoverResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _check_provenance(payload: Payload, keys: OpenKeys, tier: str, notes: list[str]) -> None:
+    """Refuse a payload no trusted site made (unless the user accepts unsigned ones)."""
+    if payload.provenance.startswith("site:") or payload.provenance == "passphrase":
+        return
+    what = ("is not signed" if payload.provenance == "unsigned" else
+            f"is signed by site {payload.provenance.split(':', 1)[1]}, which you do not trust")
+    if keys.allow_unsigned:
+        notes.append(f"{tier} payload {what}; used because unsigned payloads were allowed")
+        return
+    raise UntrustedPayloadError(
+        f"{tier} payload {what}: anyone with the public key could have written it "
+        "(add the site's key with --trust SITE.pub, or --allow-unsigned to accept it)")
+
+
+def _vault_patch(rec: FaceRecord, shape: tuple[int, ...]) -> np.ndarray:
+    """The stored original of one face, checked against the image before decoding."""
+    x, y, w, h = (int(v) for v in rec.rect)
+    if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > shape[1] or y + h > shape[0]:
+        raise PayloadError(f"face {rec.index}: region {list(rec.rect)} is not inside the "
+                           f"{shape[1]}x{shape[0]} image")
+    if rec.codec not in ("png", "webp-lossless"):
+        raise PayloadError(f"face {rec.index}: unknown vault codec {rec.codec!r}")
+    try:  # size from the header first: a forged record must not make us decode a bomb
+        with Image.open(io.BytesIO(rec.data)) as im:
+            size = im.size
+    except Exception:
+        raise PayloadError(f"face {rec.index}: stored region is not an image") from None
+    if size != (w, h):
+        raise PayloadError(f"face {rec.index}: stored region is {size[0]}x{size[1]}, "
+                           f"not {w}x{h}")
+    try:
+        patch = decode_image(rec.data, name=f"face {rec.index}")
+    except RefacexError as exc:
+        raise PayloadError(str(exc)) from None
+    if patch.shape[:2] != (h, w):
+        raise PayloadError(f"face {rec.index}: stored region does not match its size")
+    return patch
+
+
 def _restore_vault(img: np.ndarray, payload: Payload) -> RecoverResult:
+    """Paste every valid face record back; bad records are per-face errors."""
     out = img.copy()
     faces = []
     # Reverse order: where edit regions overlap, the first face's original wins, which
     # is what the image held before any face was edited.
     for rec in reversed(payload.faces):
-        x, y, w, h = rec.rect
-        patch = decode_image(rec.data, name=f"vault face {rec.index}")
-        if patch.shape[:2] != (h, w):
-            raise PayloadError(f"vault face {rec.index}: stored region does not match its size")
+        try:
+            patch = _vault_patch(rec, img.shape)
+        except PayloadError as exc:
+            faces.append({"index": rec.index, "tier": "none", "error": str(exc)})
+            continue
+        x, y, w, h = (int(v) for v in rec.rect)
         out[y:y + h, x:x + w] = patch
-        faces.append({"index": rec.index, "tier": "vault", "rect": list(rec.rect)})
-    return RecoverResult(out, "vault", sorted(faces, key=lambda f: f["index"]))
+        faces.append({"index": rec.index, "tier": "vault", "rect": [x, y, w, h]})
+    if not any(f["tier"] == "vault" for f in faces):
+        raise PayloadError("no face record of the vault is usable"
+                           + (f" ({faces[0]['error']})" if faces else " (it holds none)"))
+    res = RecoverResult(out, "vault", sorted(faces, key=lambda f: f["index"]))
+    res.notes = [f"face {f['index']} not restored: {f['error']}" for f in res.faces
+                 if "error" in f]
+    return res
+
+
+def _from_vault(img: np.ndarray, blob: bytes, keys: OpenKeys, notes: list[str]
+                ) -> RecoverResult:
+    """Open, authenticate and check the vault against this very image, then restore."""
+    payload = decode_payload(blob, **keys.crypto_kwargs())
+    _check_provenance(payload, keys, "vault", notes)
+    if tuple(payload.image_size) != (img.shape[1], img.shape[0]):
+        raise BindingError(f"vault is for a {payload.image_size[0]}x{payload.image_size[1]} "
+                           f"image, this one is {img.shape[1]}x{img.shape[0]} (resized?)")
+    if payload.binding is None:
+        if not keys.allow_unsigned:
+            raise BindingError("vault is not bound to an image (written before 1.2): it "
+                               "could belong to another image (--allow-unsigned to use it)")
+        notes.append("vault is not bound to an image; used because unsigned payloads "
+                     "were allowed")
+    elif payload.binding != image_binding(img, [r.rect for r in payload.faces]):
+        raise BindingError("vault belongs to another image (its face regions do not match "
+                           "this image's pixels)")
+    return _restore_vault(img, payload)
 
 
 def _code_mask() -> np.ndarray:
@@ -108,14 +190,40 @@ def _restore_robust(img: np.ndarray, payload: Payload, located: robust.Located
     fc = codec()
     back = np.vstack([located.to_original(*payload.image_size), [0.0, 0.0, 1.0]])
     mats = [np.asarray(r.affine, np.float64) @ back for r in payload.faces]
+    notes = []
     for rec, m in zip(payload.faces, mats, strict=True):
+        try:
+            decoded = _robust_face(rec, m, img.shape, fc)
+        except PayloadError as exc:
+            faces.append({"index": rec.index, "tier": "none", "error": str(exc)})
+            notes.append(f"face {rec.index} not restored: {exc}")
+            continue
         face = _match(m, detections)
-        decoded = fc.decode(rec.data)
         mask = _edit_mask(img, m, face, fa)
         out = _blend_low_frequencies(out, decoded, m, mask)
         faces.append({"index": rec.index, "tier": "robust", "placed_by": "decoder-geometry",
                       "code_bytes": len(rec.data)})
-    return RecoverResult(out, "robust", faces)
+    if not any(f["tier"] == "robust" for f in faces):
+        raise PayloadError("no face record of the in-pixel payload is usable"
+                           + (f" ({faces[0]['error']})" if faces else " (it holds none)"))
+    return RecoverResult(out, "robust", faces, notes)
+
+
+def _robust_face(rec: FaceRecord, m: np.ndarray, shape: tuple[int, ...], fc) -> np.ndarray:
+    """Decode one compact face code after checking its placement lies on the image."""
+    if rec.codec != "pca-v1":
+        raise PayloadError(f"face {rec.index}: unknown face code {rec.codec!r}")
+    if not np.all(np.isfinite(m)):
+        raise PayloadError(f"face {rec.index}: placement is not finite")
+    side, (cx, cy) = _size(m), _centre(m)
+    h, w = shape[:2]
+    if not (4.0 <= side <= 4.0 * max(h, w)) or not (-side <= cx <= w + side
+                                                    and -side <= cy <= h + side):
+        raise PayloadError(f"face {rec.index}: placement is outside the image")
+    try:
+        return fc.decode(rec.data)
+    except (ValueError, IndexError) as exc:
+        raise PayloadError(f"face {rec.index}: face code unusable ({exc})") from None
 
 
 def _edit_mask(img: np.ndarray, m: np.ndarray, face, fa) -> np.ndarray:
@@ -174,34 +282,33 @@ def recover(data: bytes | Path | str, keys: OpenKeys, sidecar: bytes | None = No
         vblob = vault.extract(data) or sidecar
     except PayloadError as exc:
         vblob, vault_error = None, exc
-        notes.append(f"vault unusable ({exc}); trying the robust tier")
+        notes.append(f"vault not used: {exc}; trying the robust tier")
     if vblob is not None:
         try:
-            payload = decode_payload(vblob, **keys.crypto_kwargs())
-            if tuple(payload.image_size) != (img.shape[1], img.shape[0]):
-                notes.append("vault is for a different image size (resized?); "
-                             "using the robust tier")
-            else:
-                res = _restore_vault(img, payload)
-                res.notes = notes
-                return res
-        except WrongKeyError:
-            raise
+            res = _from_vault(img, vblob, keys, notes)
+            res.notes = notes + res.notes
+            return res
         except PayloadError as exc:
             vault_error = exc
-            notes.append(f"vault rejected: {exc}; trying the robust tier")
+            notes.append(f"vault not used: {exc}; trying the robust tier")
     try:
         located = robust.locate(img)
     except NoPayloadError:
         if vault_error is not None:
-            # Keep the vault's error class (tampered, unsupported...): it is the finding.
+            # Keep the vault's error class (wrong key, tampered...): it is the finding.
             raise type(vault_error)(f"{vault_error} (and no robust payload to fall back on)"
                                     ) from None
         raise NoPayloadError("no refacex payload in this image (neither vault nor robust "
                              "tier): it was not anonymised by refacex, or too damaged") from None
-    payload = decode_payload(located.data, **keys.crypto_kwargs())
-    res = _restore_robust(img, payload, located)
-    res.notes = notes
+    try:
+        payload = decode_payload(located.data, **keys.crypto_kwargs())
+        _check_provenance(payload, keys, "in-pixel", notes)
+        res = _restore_robust(img, payload, located)
+    except PayloadError as exc:
+        if vault_error is None:
+            raise
+        raise type(exc)(f"{exc}; the vault was not usable either ({vault_error})") from None
+    res.notes = notes + res.notes
     return res
 
 

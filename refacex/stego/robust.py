@@ -1075,8 +1075,10 @@ CROP_SNAP = 0.35
 CROP_ROUTE_PIXELS = 800_000
 
 
-def _candidates(img: np.ndarray) -> Iterator[_Candidate]:
-    """Synchronisation hypotheses, lazily, cheapest first: as-is, pilot, ladder, crop."""
+def _candidates(img: np.ndarray, quick: bool = False) -> Iterator[_Candidate]:
+    """Synchronisation hypotheses, lazily, cheapest first: as-is, pilot, ladder, crop
+    (``quick``: the first two only, which find same-size and resized copies of ~1 MP and
+    up in well under a second)."""
     y = img.astype(np.float32) if img.ndim == 2 else _luma(img)
     luma_clip = ((y >= 250) | (y <= 3)).astype(np.float32)
     masks: list[np.ndarray | None] = [None]
@@ -1088,6 +1090,8 @@ def _candidates(img: np.ndarray) -> Iterator[_Candidate]:
             masks.append(chan_clip)
     yield from _as_is_route(y, masks)
     yield from _pilot_route(y, masks[1] if len(masks) > 1 else None)[:3]
+    if quick:
+        return
     yield from _ladder_route(y, masks)
     if y.size <= CROP_ROUTE_PIXELS:  # larger photos: the pilot route handles crops
         yield from _crop_route(y, masks)
@@ -1115,20 +1119,25 @@ class Located:
         return (np.linalg.inv(canon) @ np.vstack([self.to_canonical, [0.0, 0.0, 1.0]]))[:2]
 
 
-def locate(img: np.ndarray) -> Located:
+def locate(img: np.ndarray, quick: bool = False) -> Located:
     """Decode the payload and the geometry the decoder found (resize, crop offset).
 
     Recovery uses the geometry to put faces back exactly where they were even after a
     crop: the synchronisation is far more precise than re-detecting anonymised faces.
+    ``quick`` tries only the cheap hypotheses (``refacex inspect``'s default: an ordinary
+    photo is answered fast; resized small photos and crops need the full search).
     Raises ``NoPayloadError`` like :func:`extract`.
     """
     try:
-        for cand in _candidates(img):
-            if cand.z < Z_MIN:
-                continue
-            found = _decode(cand, cand.uncropped)
-            if found is not None:
-                return Located(found[0], cand.to_canonical(), found[1])
+        # Degenerate hypotheses divide by zero now and then: numpy's warnings about it are
+        # noise on the user's terminal, the hypothesis is simply dropped.
+        with np.errstate(all="ignore"):
+            for cand in _candidates(img, quick):
+                if cand.z < Z_MIN:
+                    continue
+                found = _decode(cand, cand.uncropped)
+                if found is not None:
+                    return Located(found[0], cand.to_canonical(), found[1])
     except (cv2.error, ValueError, ZeroDivisionError, FloatingPointError):
         # A degenerate synchronisation hypothesis on an unmarked or mangled image (e.g. a
         # scale estimate that leaves no pixels): that is "no payload", never a crash.
@@ -1136,6 +1145,6 @@ def locate(img: np.ndarray) -> Located:
     raise NoPayloadError("no robust payload found in this image (or it was damaged too much)")
 
 
-def extract(img: np.ndarray) -> bytes:
+def extract(img: np.ndarray, quick: bool = False) -> bytes:
     """Return the bytes embedded by :func:`embed`, or raise ``NoPayloadError``."""
-    return locate(img).data
+    return locate(img, quick).data
