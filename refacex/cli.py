@@ -481,7 +481,7 @@ def recover(
             continue
         _decoder_said(path)
         report[str(path)] = {"output": str(dest), "tier": res.tier, "faces": res.faces,
-                             "notes": res.notes}
+                             "notes": res.notes, "vault_refused": res.vault_refused}
         if not as_json:
             per_face = ", ".join(f"#{f['index']}:{f['tier']}" for f in res.faces)
             tqdm.write(f"{path} -> {dest}: {len(res.faces)} face(s) from {res.tier} [{per_face}]")

@@ -53,6 +53,8 @@ class RecoverResult:
     tier: str  # "vault" | "robust"
     faces: list[dict] = field(default_factory=list)  # per face: index, tier, how placed
     notes: list[str] = field(default_factory=list)
+    #: Why a vault present in the file was not used (its error class), else None.
+    vault_refused: str | None = None
 
 
 def _check_provenance(payload: Payload, keys: OpenKeys, tier: str, notes: list[str]) -> None:
@@ -309,6 +311,7 @@ def recover(data: bytes | Path | str, keys: OpenKeys, sidecar: bytes | None = No
             raise
         raise type(exc)(f"{exc}; the vault was not usable either ({vault_error})") from None
     res.notes = notes + res.notes
+    res.vault_refused = type(vault_error).__name__ if vault_error is not None else None
     return res
 
 
