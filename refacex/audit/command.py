@@ -72,9 +72,8 @@ def audit(
         typer.echo(f"wrote {out / 'audit.json'} and {out / 'report.html'}")
     if result["errors"]:
         # Like every other command: each unreadable file is one line on stderr and the
-        # exit code says the audit is incomplete (its numbers exclude those files).
-        from refacex.cli import _err
-
+        # exit code says the audit is incomplete (its numbers exclude those files). Written
+        # here, not through refacex.cli, which imports this module (no import circle).
         for msg in result["errors"].values():
-            _err(msg)
+            typer.echo(f"refacex: error: {msg}", err=True)
         raise typer.Exit(2)
