@@ -411,12 +411,8 @@ def _decode_extra(value: bytes) -> tuple[str, ExtraValue] | None:
 
 
 def encode_plaintext(payload: Payload, *, compact: bool) -> bytes:
-    """The TLV plaintext, without a signature (``encode_payload`` appends one)."""
-    return _encode_records(payload, compact=compact)
-
-
-def _encode_records(payload: Payload, *, compact: bool) -> bytes:
-    """The TLV plaintext (exposed for tests and for capacity planning)."""
+    """The TLV plaintext, unsigned (``encode_payload`` appends the signature record);
+    exposed for tests and for capacity planning."""
     w, h = (int(v) for v in payload.image_size)
     if w <= 0 or h <= 0:
         raise ValueError(f"image_size {payload.image_size} must be positive")
@@ -556,7 +552,7 @@ def encode_payload(
     # The fourth byte held the face count before 1.2; it is 0 now and the count is only
     # inside the ciphertext (docs/security.md: what is public).
     envelope = MAGIC + bytes([(FORMAT_MAJOR << 4) | FORMAT_MINOR, TIERS[payload.tier], 0])
-    plaintext = _encode_records(payload, compact=compact)
+    plaintext = encode_plaintext(payload, compact=compact)
     sender = None
     if site is not None and compact and recipients:
         sender = site.agreement_key

@@ -111,13 +111,17 @@ def _restore_vault(img: np.ndarray, payload: Payload) -> RecoverResult:
         x, y, w, h = (int(v) for v in rec.rect)
         out[y:y + h, x:x + w] = patch
         faces.append({"index": rec.index, "tier": "vault", "rect": [x, y, w, h]})
-    if not any(f["tier"] == "vault" for f in faces):
-        raise PayloadError("no face record of the vault is usable"
+    return _result(out, "vault", sorted(faces, key=lambda f: f["index"]), "the vault")
+
+
+def _result(out: np.ndarray, tier: str, faces: list[dict], what: str) -> RecoverResult:
+    """The restored image, with a note per face that could not be restored; an error when
+    not one face could (the file then falls back, or fails, as a whole)."""
+    if not any(f["tier"] == tier for f in faces):
+        raise PayloadError(f"no face record of {what} is usable"
                            + (f" ({faces[0]['error']})" if faces else " (it holds none)"))
-    res = RecoverResult(out, "vault", sorted(faces, key=lambda f: f["index"]))
-    res.notes = [f"face {f['index']} not restored: {f['error']}" for f in res.faces
-                 if "error" in f]
-    return res
+    notes = [f"face {f['index']} not restored: {f['error']}" for f in faces if "error" in f]
+    return RecoverResult(out, tier, faces, notes)
 
 
 def _from_vault(img: np.ndarray, blob: bytes, keys: OpenKeys, notes: list[str]
@@ -192,23 +196,18 @@ def _restore_robust(img: np.ndarray, payload: Payload, located: robust.Located
     fc = codec()
     back = np.vstack([located.to_original(*payload.image_size), [0.0, 0.0, 1.0]])
     mats = [np.asarray(r.affine, np.float64) @ back for r in payload.faces]
-    notes = []
     for rec, m in zip(payload.faces, mats, strict=True):
         try:
             decoded = _robust_face(rec, m, img.shape, fc)
         except PayloadError as exc:
             faces.append({"index": rec.index, "tier": "none", "error": str(exc)})
-            notes.append(f"face {rec.index} not restored: {exc}")
             continue
         face = _match(m, detections)
         mask = _edit_mask(img, m, face, fa)
         out = _blend_low_frequencies(out, decoded, m, mask)
         faces.append({"index": rec.index, "tier": "robust", "placed_by": "decoder-geometry",
                       "code_bytes": len(rec.data)})
-    if not any(f["tier"] == "robust" for f in faces):
-        raise PayloadError("no face record of the in-pixel payload is usable"
-                           + (f" ({faces[0]['error']})" if faces else " (it holds none)"))
-    return RecoverResult(out, "robust", faces, notes)
+    return _result(out, "robust", faces, "the in-pixel payload")
 
 
 def _robust_face(rec: FaceRecord, m: np.ndarray, shape: tuple[int, ...], fc) -> np.ndarray:
