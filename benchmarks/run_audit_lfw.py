@@ -59,12 +59,13 @@ def build_sets(work: Path, n: int, seed: int) -> tuple[Path, Path, list[str]]:
 
 
 def run_method(method: str, work: Path, probes: Path, gallery: Path, rels: list[str],
-               max_seconds: float | None, robust: bool) -> dict[str, Any]:
+               max_seconds: float | None, robust: bool, realism: bool = True
+               ) -> dict[str, Any]:
     from refacex.audit.run import AuditConfig, run_audit, summary_table
 
     cfg = AuditConfig(original=probes, out=work / method, gallery=gallery, run=method,
                       files=rels, feature_cache=work / "features", max_seconds=max_seconds,
-                      robustness=robust, robust_limit=10)
+                      robustness=robust, robust_limit=10, realism=realism)
     t0 = time.time()
     res = run_audit(cfg)
     print(f"== {method}: {time.time() - t0:.0f} s", flush=True)
@@ -172,6 +173,11 @@ def row(method: str, r: dict[str, Any]) -> dict[str, Any]:
         for m in ("psnr", "ssim", "lpips"):
             out[f"{tier}_{m}"] = _g(rec, tier, "crop128", m, "mean")
     out["robust_status"] = rec.get("robust_status")
+    rl = r.get("realism") or {}
+    out["realism_faces"] = rl.get("n_fake")
+    out["realism_fid"] = rl.get("fid")
+    out["realism_kid"] = rl.get("kid")
+    out["realism_kid_std"] = rl.get("kid_std")
     sp = r["speed_ms"]
     out["ms_per_image"] = _g(sp, "audit_total", "mean")
     out["ms_anonymize_total"] = sum(_g(sp, k, "mean") or 0 for k in
@@ -326,7 +332,22 @@ def write_docs(work: Path, command: str, started: str | None,
                      f"{'; '.join(f'{k}: {v}' for k, v in st.items())} |")
         L.append(f"| *ReFaceX (published)* | {REFACEX_PAPER['psnr']} | "
                  f"{REFACEX_PAPER['ssim']} | – | – | – | – | reference |")
-        L += ["", "PSNR of identical crops is ∞ and is capped at 100 dB in means.", "",
+        L += ["", "PSNR of identical crops is ∞ and is capped at 100 dB in means."]
+        if any(r.get("realism_fid") is not None for r in rows):
+            L += ["", "## Realism (lower is better)", "",
+                  "FID and KID of each method's anonymised faces against the original faces "
+                  "(InceptionV3 pool3 features of the 128 px aligned crop, padding 0.25, at "
+                  "the original landmarks; `refacex.audit.realism`). FID is biased upwards "
+                  "at small n, so compare methods at the same n; KID is unbiased (mean ± "
+                  "std over 100 subsets).", "",
+                  "| method | faces | FID | KID (×10³) |", "|---|---|---|---|"]
+            for r in rows:
+                k, ks = r.get("realism_kid"), r.get("realism_kid_std")
+                L.append(f"| {r['method']} | {r.get('realism_faces') or '–'} | "
+                         f"{cell(r, 'realism_fid', 1)} | "
+                         f"{_f(k * 1e3 if k is not None else None, 2)} ± "
+                         f"{_f(ks * 1e3 if ks is not None else None, 2)} |")
+        L += ["",
               "## Speed", "",
               "| method | probes | anonymise (ms/img) | vault recover (ms) | "
               "audit total (ms/img) | run wall (s) | images/s | peak RSS (MB) |",
@@ -360,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="per method: stop starting new images after this (resumable)")
     ap.add_argument("--robustness", action="store_true")
+    ap.add_argument("--no-realism", action="store_true",
+                    help="skip FID/KID (Inception features, ~2 crops per probe)")
     ap.add_argument("--docs-only", action="store_true",
                     help="only (re)write docs/results.md from finished audits")
     ap.add_argument("--refresh-lighting", action="store_true",
@@ -395,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                 (a.work / m / "audit-run.json").write_bytes(main_json.read_bytes())
             if a.aggregate_only and (a.work / m / "cache" / "records").is_dir():
                 # every image not cached is skipped (max_seconds=0): re-aggregates only
-                run_method(m, a.work, probes, gallery, rels, 0.0, False)
+                run_method(m, a.work, probes, gallery, rels, 0.0, False, not a.no_realism)
     elif not a.docs_only:
         if not DATA.is_dir():
             print(f"{DATA} absent: the LFW data is only on project machines", file=sys.stderr)
@@ -404,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(rels)} probes, gallery {gallery}", flush=True)
         order = rels[::-1] if a.reverse else rels
         for m in a.methods.split(","):
-            run_method(m, a.work, probes, gallery, order, a.max_seconds, a.robustness)
+            run_method(m, a.work, probes, gallery, order, a.max_seconds, a.robustness,
+                       not a.no_realism)
     write_docs(a.work, command, started, a.robust_audit)
     return 0
 

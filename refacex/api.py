@@ -1,5 +1,8 @@
-"""The Python API: ``refacex.anonymize(image, key) -> AnonymizeResult`` and
-``refacex.recover(image, key) -> RecoverResult``.
+"""The Python API: ``anonymize_image(image, key) -> AnonymizeResult`` and
+``recover_image(image, key) -> RecoverResult``, re-exported as ``refacex.anonymize_image``
+and ``refacex.recover_image``. (Not ``refacex.anonymize`` / ``refacex.recover``: those names
+are the subpackages, and a function of the same name would be overwritten by the module
+as soon as the subpackage is imported.)
 
 Keys may be given the way a user holds them: a path to ``refacex.pub`` / ``refacex.key``,
 a loaded X25519 key, a list of public keys (several recipients), or a passphrase as
@@ -77,7 +80,7 @@ def _as_image(image: Any) -> np.ndarray:
     return read_image(image)
 
 
-def anonymize(image: Any, key: Any, site: Any = None, **options: Any):
+def anonymize_image(image: Any, key: Any, site: Any = None, **options: Any):
     """Anonymise ``image`` for ``key`` signed by ``site`` (see ``seal_keys``; options of
     ``refacex.pipeline.anonymize``: method, strength, tiers, fallback). Save with
     ``refacex.pipeline.save``."""
@@ -86,8 +89,8 @@ def anonymize(image: Any, key: Any, site: Any = None, **options: Any):
     return run(_as_image(image), seal_keys(key, site), **options)
 
 
-def recover(image: Any, key: Any, key_passphrase: bytes | None = None, trusted: Any = (),
-            allow_unsigned: bool = False):
+def recover_image(image: Any, key: Any, key_passphrase: bytes | None = None,
+                  trusted: Any = (), allow_unsigned: bool = False):
     """Recover the original of an anonymised file (path or bytes) with ``key`` (see
     ``open_keys`` for ``trusted`` and ``allow_unsigned``)."""
     from refacex.recover import recover as run

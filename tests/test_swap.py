@@ -1,16 +1,18 @@
 """The ``swap`` anonymiser on real photos: identity removed for BOTH recognisers, face
 still detected with the same pose, nothing written outside the edit rectangle, keyed
-and reproducible donor choice, strength 0 ~ identity, shipped donors are >= 30-person
-averages."""
+and reproducible donor choice, strength 0 ~ identity, the shipped banks (photoreal donors
+screened against the training people; templates averaging >= 30 people), grey photos
+stay grey, a fringe stays in front of the swapped forehead."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from refacex.anonymize import get_method
 from refacex.anonymize.base import FaceContext
-from refacex.anonymize.donors import MIN_MEMBERS, DonorBank, load_bank
+from refacex.anonymize.donors import MIN_MEMBERS, DonorBank, GanDonorBank, Traits, load_bank
 from refacex.anonymize.swap import SwapAnonymizer
 from refacex.faces import get_recognizer
 from refacex.faces.detect import match_detection
@@ -42,13 +44,45 @@ def _matched(faces, new):
         yield f, match_detection(f, new)[0]
 
 
-def test_shipped_donors_are_group_averages():
-    bank = load_bank()
+def test_shipped_templates_are_group_averages():
+    bank = load_bank("templates")
     assert 12 <= len(bank) <= 24
     assert int(bank.counts.min()) >= MIN_MEMBERS
     assert bank.images.shape[1:] == (256, 256, 3) and bank.images.dtype == np.uint8
     assert bank.landmarks.shape == (len(bank), 68, 2)
     assert len(set(bank.ids)) == len(bank)
+
+
+def test_shipped_photoreal_donors_are_screened():
+    """The bank is big enough that the key decides, every donor decodes in the canonical
+    geometry, and every donor was checked against every training person (the build
+    stored each donor's closest SFace similarity to them)."""
+    bank = load_bank("gan")
+    assert isinstance(bank, GanDonorBank) and len(bank) >= 200
+    assert len(set(bank.ids)) == len(bank) and all(i.startswith("g") for i in bank.ids)
+    z = np.load(bank.path)
+    # Closer to no training person than 99 % of real people are to their nearest stranger
+    # (a 1:N threshold: at SFace's 1:1 threshold, 0.363, everyone matches somebody).
+    assert 0.363 < float(z["screen_threshold"]) < 0.65
+    assert float(z["max_train_sface"].max()) < float(z["screen_threshold"])
+    for k in (0, len(bank) // 2, len(bank) - 1):
+        img = bank.image(k)
+        assert img.shape == (256, 256, 3) and img.dtype == np.uint8 and img.std() > 20
+    assert bank.landmarks.shape == (len(bank), 68, 2)
+    # Perceived sex and age were measured, and the bank covers both sexes and ages.
+    assert 0.25 < float((bank.p_male > 0.5).mean()) < 0.75
+    assert bank.age.min() < 25 and bank.age.max() > 50
+
+
+def test_keyed_choice_matches_traits():
+    """A woman's candidates are women, a man's are men; the key permutes within them."""
+    bank = load_bank("gan")
+    skin = np.median(bank.skin, 0)
+    for p_male in (0.05, 0.95):
+        t = Traits(skin=skin, yaw=0.0, mouth_open=0.05, p_male=p_male, age=35.0)
+        firsts = {bank.order_for(None, None, t, b"k%d" % i, None)[0] for i in range(12)}
+        assert len(firsts) >= 4
+        assert all((bank.p_male[k] > 0.5) == (p_male > 0.5) for k in firsts)
 
 
 def test_router_builds_swap():
@@ -110,7 +144,7 @@ def test_writes_only_inside_rect(swapped):
         for c in ctxs:
             x, y, w, h = c.rect
             inside[y:y + h, x:x + w] = True
-            assert c.info["donor"].startswith("d")
+            assert c.info["donor"].startswith("g")
         assert np.array_equal(img[~inside], anon[~inside])
         assert not np.array_equal(img[inside], anon[inside])
 
@@ -128,7 +162,7 @@ def test_same_key_same_donor_and_keys_vary(analyzer, astronaut):
 
 
 def test_bucket_is_stable_under_small_embedding_noise():
-    bank: DonorBank = load_bank()
+    bank: DonorBank = load_bank("templates")
     rng = np.random.default_rng(0)
     e = rng.standard_normal(128).astype(np.float32)
     desc = bank.centroids[0]
@@ -172,3 +206,62 @@ def test_build_inputs_exclude_eval_people(shared_data):
     lfw = {p.split(":", 1)[1] for p, _ in photos if p.startswith("lfw:")}
     assert lfw and not (lfw & evals)
     assert all("test_dataset" not in str(path) for _, path in photos)
+
+
+def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(-1)
+
+
+def test_grey_photo_stays_grey(analyzer, tom):
+    """The Tom Hanks sample is monochrome: the swapped face must not bring colour in."""
+    f = analyzer.analyze(tom)[0]
+    out = tom.copy()
+    SwapAnonymizer(verify=False).apply(out, FaceContext.for_face(f, tom.shape[:2], b"k"))
+    assert _changed(tom, out).max() > 40  # the face did change
+    c = out.astype(np.int16)
+    assert np.abs(c[..., 0] - c[..., 1]).max() <= 2 and np.abs(c[..., 1] - c[..., 2]).max() <= 2
+
+
+def test_fringe_stays_in_front(analyzer, astronaut):
+    """Dark strands drawn across the forehead (a synthetic fringe) keep their pixels while
+    the skin between them is replaced: the occluder stays in front of the donor."""
+    f = analyzer.analyze(astronaut)[0]
+    img = astronaut.copy()
+    lm = f.landmarks
+    brow_y = float(lm[17:27, 1].min())
+    iod = float(np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0)))
+    strands = np.zeros(img.shape[:2], np.uint8)
+    x0, x1 = int(lm[19, 0]), int(lm[24, 0])
+    for i, x in enumerate(range(x0, x1, max(6, int(iod / 5)))):
+        top = int(brow_y - 0.9 * iod)
+        cv2.line(strands, (x, top), (x + 4 + (i % 3), int(brow_y - 0.15 * iod)), 255, 3)
+    img[strands > 0] = (30, 35, 45)  # dark brown hair, BGR
+    faces = analyzer.analyze(img)
+    out = img.copy()
+    SwapAnonymizer(verify=False).apply(out, FaceContext.for_face(faces[0], img.shape[:2], b"k"))
+    core = cv2.erode(strands, np.ones((3, 3), np.uint8)) > 0
+    diff = _changed(img, out)
+    assert np.median(diff[core]) <= 12, np.median(diff[core])
+    # ...while the face itself (cheeks, nose) was replaced.
+    cheeks = face_mask(img.shape[:2], lm, 0.0) > 0
+    assert np.median(diff[cheeks]) > 12
+
+
+def test_quality_mode_renders_the_donor_posed_like_the_face():
+    """``--render-donors``: the donor's style moves along the fitted yaw direction, and the
+    re-rendered face turns the way it was asked to (measured by our own PnP pose)."""
+    pytest.importorskip("openvino")
+    from refacex.anonymize.gan_render import DonorRenderer
+    from refacex.faces.pose import estimate_pose
+
+    bank = load_bank("gan")
+    r = DonorRenderer(bank)
+    k = int(np.argmin(np.abs(bank.pose[:, 0])))  # a frontal donor
+    yaws = []
+    for target in (-15.0, 15.0):
+        got = r.render(k, {"yaw": float(bank.pose[k, 0]) + target})
+        assert got is not None
+        crop, lm = got
+        assert crop.shape == (256, 256, 3)
+        yaws.append(estimate_pose(lm, crop.shape[:2]).yaw)
+    assert yaws[1] - yaws[0] > 10.0, yaws

@@ -5,9 +5,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
-
 from refacex.anonymize.base import CROP_PADDING, CROP_SIZE, Anonymizer, FaceContext
 from refacex.anonymize.baselines import BlurAnonymizer, MaskAnonymizer, PixelateAnonymizer
 
@@ -33,18 +30,5 @@ def get_method(name: str, strength: float = 1.0, **options) -> Anonymizer:
         raise KeyError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     return METHODS[name](strength=strength, **options)
 
-
-class _CallableModule(types.ModuleType):
-    """``refacex.anonymize`` is both this subpackage and the API function: once the
-    subpackage is imported, Python binds the name to the module, so the module itself
-    forwards calls to ``refacex.api.anonymize``."""
-
-    def __call__(self, *args, **kwargs):
-        from refacex.api import anonymize
-
-        return anonymize(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["CROP_PADDING", "CROP_SIZE", "METHODS", "Anonymizer", "FaceContext", "get_method"]

@@ -31,6 +31,9 @@ class FaceContext:
     rect: tuple[int, int, int, int]  # x, y, w, h of the edit region in the image
     donor_key: bytes | None = None  # keyed selection of donor identities
     info: dict = field(default_factory=dict)  # method fills e.g. {"donor": "d07"}
+    #: Donor to use (bank index) instead of the keyed choice: a video track keeps the
+    #: donor its first keyframe chose, so one person keeps one identity (refacex.video).
+    donor_index: int | None = None
 
     @classmethod
     def for_face(cls, face: Face, shape_hw: tuple[int, int],

@@ -29,8 +29,11 @@ import numpy as np
 
 from refacex.faces.masks import face_mask
 
-#: Shipped statistics (package data).
+#: Shipped banks (package data): averaged templates (licence-clean) and photoreal faces.
 DONORS_PATH = Path(__file__).resolve().parents[1] / "data" / "donors.npz"
+GAN_DONORS_PATH = Path(__file__).resolve().parents[1] / "data" / "donors_gan.npz"
+#: ``--donors`` choices: photoreal MobileStyleGAN faces (default) or averaged templates.
+DONOR_KINDS = ("gan", "templates")
 #: A template must average at least this many different people (privacy of the donors).
 MIN_MEMBERS = 30
 #: Used when the caller gives no key. NOT secret: it only makes the choice deterministic.
@@ -151,7 +154,38 @@ def appearance_vector(crop: np.ndarray) -> np.ndarray:
     return (g - g.mean()) / (g.std() + 1e-6)
 
 
-# --------------------------------------------------------------------------- the bank
+# --------------------------------------------------------------------------- the banks
+@dataclass(frozen=True)
+class Traits:
+    """What the keyed donor choice keeps between a face and its donor: skin tone, head
+    yaw, mouth opening, and (when the estimators ran) perceived sex and age."""
+
+    skin: np.ndarray  # cheek Lab, OpenCV 8-bit scale
+    yaw: float = 0.0
+    mouth_open: float = 0.0
+    p_male: float | None = None
+    age: float | None = None
+
+
+def _keyed_rank(key: bytes | None, bucket: bytes, items: list[int]) -> list[int]:
+    """``items`` in the order of ``HMAC(key, bucket | item)``: unpredictable without the
+    key, stable for one person (bucket) under one key."""
+    k = DEFAULT_DONOR_KEY if key is None else key
+    return sorted(items, key=lambda i: hmac.new(
+        k, b"refacex-donor|" + bucket + i.to_bytes(4, "big"), hashlib.sha256).digest())
+
+
+def _bucket(projections: np.ndarray, embedding: np.ndarray | None) -> bytes:
+    """Sign bits of fixed random projections of the embedding: coarse enough that two
+    photos of one person usually agree; reveals only a few bits (and is HMAC'd anyway)."""
+    if embedding is None:
+        return b"\x00"
+    e = np.asarray(embedding, np.float32).ravel()
+    e = e / (np.linalg.norm(e) + 1e-12)
+    bits = (projections @ e) > 0
+    return bytes([int(sum(int(b) << i for i, b in enumerate(bits)))])
+
+
 @dataclass(frozen=True)
 class DonorBank:
     """The shipped templates, plus what is needed to describe and match a face."""
@@ -181,6 +215,15 @@ class DonorBank:
     def __len__(self) -> int:
         return len(self.images)
 
+    def image(self, k: int) -> np.ndarray:
+        return self.images[k]
+
+    def order_for(self, crop: np.ndarray, lm: np.ndarray, traits: Traits,
+                  donor_key: bytes | None, embedding: np.ndarray | None) -> list[int]:
+        """Keyed donor order for one face (the swap's single entry point to a bank)."""
+        desc, lab = self.describe(crop, lm)
+        return self.keyed_order(desc, lab, donor_key, embedding)
+
     def describe(self, crop: np.ndarray, lm_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(descriptor, skin Lab) of an aligned crop, in the space the groups live in."""
         lab = skin_lab(crop, lm_crop)
@@ -203,12 +246,7 @@ class DonorBank:
     def bucket(self, embedding: np.ndarray | None) -> bytes:
         """Sign bits of fixed random projections: coarse enough that two photos of one
         person usually agree, and reveals only BUCKET_BITS bits (it is HMAC'd anyway)."""
-        if embedding is None:
-            return b"\x00"
-        e = np.asarray(embedding, np.float32).ravel()
-        e = e / (np.linalg.norm(e) + 1e-12)
-        bits = (self.projections @ e) > 0
-        return bytes([int(sum(int(b) << i for i, b in enumerate(bits)))])
+        return _bucket(self.projections, embedding)
 
     def choose(self, face_descriptor: np.ndarray, skin_lab: np.ndarray | None,
                donor_key: bytes | None, embedding: np.ndarray | None) -> int:
@@ -222,18 +260,125 @@ class DonorBank:
         privacy check, so the fallback is as unpredictable as the first pick."""
         cands = [int(c) for c in self.candidates(face_descriptor, skin_lab)]
         rest = [i for i in range(len(self)) if i not in cands]
-        key = DEFAULT_DONOR_KEY if donor_key is None else donor_key
         bucket = self.bucket(embedding)
-
-        def rank(i: int) -> bytes:
-            return hmac.new(key, b"refacex-donor|" + bucket + bytes([i]), hashlib.sha256).digest()
-
-        return sorted(cands, key=rank) + sorted(rest, key=rank)
+        return _keyed_rank(donor_key, bucket, cands) + _keyed_rank(donor_key, bucket, rest)
 
 
-def load_bank(path: Path | str | None = None) -> DonorBank:
-    """Load the templates (cached per path: they are read once per process)."""
+#: Photoreal donors whose traits are nearest to the face; the key picks among them.
+N_GAN_CANDIDATES = 16
+
+
+class GanDonorBank:
+    """Photoreal donors: MobileStyleGAN faces of nobody (``scripts/build_gan_donors.py``),
+    screened against every training person and each other, shipped as JPEG crops in the
+    anonymiser's canonical geometry and decoded on first use.
+
+    Unlike the templates, each donor is one coherent face (skin texture, pores, a real
+    nose and brows), so the result looks like a person, not an average. The keyed choice
+    draws among the ``N_GAN_CANDIDATES`` donors whose traits (skin tone, perceived sex and
+    age, mouth opening, yaw) are nearest to the face's; that pool is large enough that the
+    key, not the face, decides which one (see ``benchmarks/bench_donor_keys.py``)."""
+
+    def __init__(self, path: Path) -> None:
+        z = np.load(path)
+        self.path = path
+        self.ids: tuple[str, ...] = tuple(str(s) for s in z["ids"])
+        self._jpeg = z["jpeg"]
+        self._offsets = z["offsets"]
+        self.landmarks = z["landmarks"].astype(np.float32)
+        self.pose = z["pose"].astype(np.float32)
+        self.skin = z["skin"].astype(np.float32)
+        self.mouth_open = z["mouth_open"].astype(np.float32)
+        self.p_male = z["p_male"].astype(np.float32) if "p_male" in z.files else None
+        self.age = z["age"].astype(np.float32) if "age" in z.files else None
+        self.eye_open = z["eye_open"].astype(np.float32)
+        self.triangles = z["triangles"].astype(np.int32)
+        self.projections = z["projections"].astype(np.float32)
+        self.mean_shape = self.landmarks.mean(0)
+        # Quality mode (``gan_render``): each donor's style vector and the fitted
+        # attribute directions of the generator's style space.
+        self.styles = z["styles"].astype(np.float32) if "styles" in z.files else None
+        self.directions = z["directions"].astype(np.float32) if "directions" in z.files else None
+        self.direction_attrs = (tuple(str(a) for a in z["direction_attrs"])
+                                if "direction_attrs" in z.files else ())
+        self._images: dict[int, np.ndarray] = {}
+        if len(self._offsets) != len(self.ids) + 1 or self.landmarks.shape[1:] != (68, 2):
+            raise ValueError(f"{path}: inconsistent donor bank")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def size(self) -> int:
+        return int(self.image(0).shape[0])
+
+    def image(self, k: int) -> np.ndarray:
+        """Donor ``k``'s canonical crop (BGR uint8), decoded once."""
+        if k not in self._images:
+            buf = self._jpeg[self._offsets[k]:self._offsets[k + 1]]
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            if img is None:
+                raise ValueError(f"donor {self.ids[k]}: undecodable crop")
+            self._images[k] = img
+        return self._images[k]
+
+    def donor_attributes(self, k: int) -> dict[str, float]:
+        """Donor ``k``'s measured attributes, named as in ``direction_attrs``."""
+        vals = {"yaw": self.pose[k, 0], "pitch": self.pose[k, 1],
+                "mouth_open": self.mouth_open[k], "eye_open": self.eye_open[k],
+                "p_male": np.nan if self.p_male is None else self.p_male[k],
+                "age": np.nan if self.age is None else self.age[k]}
+        return {n: float(v) for n, v in vals.items()}
+
+    def distances(self, t: Traits) -> np.ndarray:
+        """Trait distance of every donor to the face. Scales: 10 Lab units of lightness
+        or yellowness, 0.5 of sex probability, 10 years, 0.15 of mouth opening and 12
+        degrees of yaw each count 1; sex counts most (a woman must not get a man's face),
+        then skin tone."""
+        skin = np.asarray(t.skin, np.float32)
+        d = (((self.skin[:, 0] - skin[0]) / 10.0) ** 2 + ((self.skin[:, 2] - skin[2]) / 10.0) ** 2
+             + ((self.skin[:, 1] - skin[1]) / 10.0) ** 2 * 0.5)
+        d += ((self.mouth_open - t.mouth_open) / 0.15) ** 2
+        d += ((self.pose[:, 0] - t.yaw) / 12.0) ** 2
+        if t.p_male is not None and self.p_male is not None:
+            d += 4.0 * ((self.p_male - t.p_male) / 0.5) ** 2
+        if t.age is not None and self.age is not None:
+            d += ((self.age - t.age) / 10.0) ** 2
+        return d
+
+    def order_for(self, crop: np.ndarray, lm: np.ndarray, traits: Traits,
+                  donor_key: bytes | None, embedding: np.ndarray | None) -> list[int]:
+        """All donors in a keyed order: the nearest ``N_GAN_CANDIDATES`` by traits first
+        (keyed permutation), then the rest by trait distance in keyed blocks of the same
+        size, so a fallback donor is still a plausible match and still unpredictable."""
+        del crop, lm
+        near = np.argsort(self.distances(traits), kind="stable")
+        bucket = _bucket(self.projections, embedding)
+        out: list[int] = []
+        for s in range(0, len(near), N_GAN_CANDIDATES):
+            out += _keyed_rank(donor_key, bucket, [int(i) for i in near[s:s + N_GAN_CANDIDATES]])
+        return out
+
+
+def load_bank(kind: str = "gan", path: Path | str | None = None) -> DonorBank | GanDonorBank:
+    """The donor bank of ``kind`` (cached per path: read once per process)."""
+    if kind not in DONOR_KINDS:
+        raise ValueError(f"unknown donors {kind!r}: choose from {', '.join(DONOR_KINDS)}")
+    if kind == "gan":
+        return _load_gan(str(GAN_DONORS_PATH if path is None else path))
     return _load(str(DONORS_PATH if path is None else path))
+
+
+def bank_for_id(donor_id: str) -> DonorBank | GanDonorBank:
+    """The bank that holds ``donor_id`` (photoreal ids start with 'g')."""
+    return load_bank("gan" if donor_id.startswith("g") else "templates")
+
+
+@lru_cache(maxsize=4)
+def _load_gan(path: str) -> GanDonorBank:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} missing: run scripts/build_gan_donors.py")
+    return GanDonorBank(Path(path))
 
 
 @lru_cache(maxsize=4)

@@ -1,8 +1,11 @@
-"""``swap``: replace a face's identity with a keyed donor template (no neural network).
+"""``swap``: replace a face's identity with a keyed donor face (no network at run time).
 
-Why this design: the donors are shape-normalised means of >= 30 training people
-(``donors.py``), so the result is a plausible face that belongs to nobody. Everything
-that is *not* identity is kept from the original:
+Why this design: the donors belong to nobody. By default they are photoreal faces
+rendered by MobileStyleGAN and screened against every training person (``donors.py``,
+``--donors gan``); the licence-clean alternative is shape-normalised means of >= 30
+training people (``--donors templates``). The key picks the donor among those whose
+perceived sex, age, skin tone, mouth opening and yaw match the face. Everything that is
+*not* identity is kept from the original:
 
 * pose and expression — the donor texture is warped (piecewise affine over the 68
   points + crop-border points) onto the face's OWN landmarks, so head pose, jaw, lips
@@ -11,9 +14,13 @@ that is *not* identity is kept from the original:
   pixels (``part_mask``, feathered). By default only the eyelid opening itself is kept
   (``eye_dilate=0``): a dilated eye region (lids, lashes) measurably raised the
   recognisers' similarity, so it was reduced;
-* colour and lighting — Lab mean/std matching inside the face mask, then a second
-  order spherical-harmonic shading transfer (``refacex.audit.lighting``) so a side-lit
-  face stays side-lit.
+* colour, lighting and grain — Lab mean/std matching inside the face mask, a second
+  order spherical-harmonic shading transfer (``refacex.faces.photometry``) so a side-lit
+  face stays side-lit, the photo's noise level (``blend.match_grain``), and grey-scale
+  photos stay grey;
+* what is in front of the face — fringes, hat brims and hands over the forehead and
+  temples stay in front (``blend.occluder_mask``); the donor goes in with a multi-band
+  blend (``blend.multiband_blend``), so there is no seam and no soft band.
 
 ``strength`` s in [0, 1] scales the shape change and blends the texture
 ``(1 - s) * original + s * donor``. The shape change is pose-safe: the donor group's
@@ -38,10 +45,21 @@ import cv2
 import numpy as np
 
 from refacex.anonymize.base import CROP_SIZE, Anonymizer, FaceContext
-from refacex.anonymize.donors import DonorBank, border_points, load_bank, piecewise_affine
-from refacex.audit.lighting import face_normals, fit_sh_lighting, transfer_shading
+from refacex.anonymize.blend import local_tone, match_grain, multiband_blend, occluder_mask
+from refacex.anonymize.donors import (
+    DonorBank,
+    GanDonorBank,
+    Traits,
+    border_points,
+    load_bank,
+    piecewise_affine,
+    skin_lab,
+)
 from refacex.faces.align import paste_back, similarity_transform, transform_points
+from refacex.faces.attributes import face_attributes, is_greyscale
+from refacex.faces.landmarks import eye_openness, mouth_openness
 from refacex.faces.masks import face_mask, part_mask
+from refacex.faces.photometry import face_normals, fit_sh_lighting, transfer_shading
 from refacex.faces.pose import PNP_POINTS, estimate_pose
 from refacex.faces.recognizers import get_recognizer
 
@@ -49,8 +67,9 @@ from refacex.faces.recognizers import get_recognizer
 #: cheaper than fitting at 256.
 _SH_SIZE = 64
 #: Clamp of the linear-light shading gain: beyond this the fit is explaining albedo or
-#: occluders, not light.
-_GAIN_MIN, _GAIN_MAX = 0.6, 1.6
+#: occluders, not light. Photoreal donors carry their own (soft, frontal) light and
+#: specular highlights, which a wide gain blows out into bright patches: a narrower clamp.
+_GAIN_RANGE = {"templates": (0.6, 1.6), "gan": (0.8, 1.25)}
 #: |yaw| (degrees) at which the removal of the face's own symmetric shape reaches 0.
 _YAW_FADE = 25.0
 #: Re-detection region for the checks: the edit rectangle plus this margin (px), its
@@ -144,6 +163,7 @@ class SwapAnonymizer(Anonymizer):
     ``yaw_fade``: the |yaw| at which that removal has faded to 0 (the last escalation
     lifts it: with ``hold_pose`` the pose no longer depends on it).
     ``forehead``: height of the replaced forehead band (x brow-to-nose distance).
+    ``local_tone``: opt-in local colour transfer scale (x inter-ocular distance; 0 = off).
     ``keep_pose``: hold the new landmarks at the face's own PnP pose (``hold_pose``;
     not for near-profile faces, |yaw| > 45, whose 68-point pose is unreliable).
     ``max_pose_error`` / ``pose_retries``: the verified yaw/pitch tolerance (degrees),
@@ -171,13 +191,17 @@ class SwapAnonymizer(Anonymizer):
                  verify_margin: float = 0.08, max_tries: int = 10,
                  verify_dlib: bool = True, verify_margin_dlib: float = 0.05,
                  max_pose_error: float = 4.0, keep_pose: bool = True,
-                 pose_retries: int = 2) -> None:
+                 pose_retries: int = 2, donors: str = "gan", occlusion: bool = True,
+                 quality: bool = False, local_tone: float = 0.0) -> None:
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
         self.strength = float(strength)
         self.shape_alpha = float(shape_alpha)
         self.eye_dilate = int(eye_dilate)
         self.shading = shading
+        # 0.9, not less: replacing only the lower forehead (0.6) left the photoreal donors'
+        # hair out of the paste but kept enough of the original that 2 of the 7 sample
+        # faces no longer verified as private. The donors' own hair is masked instead.
         self.forehead = float(forehead)
         self.own_beta = float(own_beta)
         self.sym_y = float(sym_y)
@@ -191,12 +215,17 @@ class SwapAnonymizer(Anonymizer):
         self.max_pose_error = float(max_pose_error)
         self.keep_pose = keep_pose
         self.pose_retries = int(pose_retries)
+        self.donors = donors
+        self.occlusion = occlusion
+        self.quality = quality
+        self.local_tone = float(local_tone)
+        self._renderer = None
         self._lm68 = None
 
     @property
-    def bank(self) -> DonorBank:
+    def bank(self) -> DonorBank | GanDonorBank:
         if self._bank is None:
-            self._bank = load_bank()
+            self._bank = load_bank(self.donors)
         return self._bank
 
     # ------------------------------------------------------------------ steps
@@ -210,9 +239,23 @@ class SwapAnonymizer(Anonymizer):
 
     def donor_order(self, crop: np.ndarray, lm: np.ndarray, ctx: FaceContext,
                     img: np.ndarray) -> list[int]:
-        """Keyed donor order for this face (HMAC of the key and its identity bucket)."""
-        desc, lab = self.bank.describe(crop, lm)
-        return self.bank.keyed_order(desc, lab, ctx.donor_key, self._embedding(img, ctx))
+        """Keyed donor order for this face (HMAC of the key and its identity bucket);
+        a forced ``ctx.donor_index`` goes first, and alone when nothing is verified."""
+        if ctx.donor_index is not None and not (self.verify and self.strength >= 1.0):
+            return [ctx.donor_index]
+        order = self.bank.order_for(crop, lm, self.traits(img, ctx, crop, lm), ctx.donor_key,
+                                    self._embedding(img, ctx))
+        if ctx.donor_index is not None:
+            order = [ctx.donor_index] + [k for k in order if k != ctx.donor_index]
+        return order
+
+    def traits(self, img: np.ndarray, ctx: FaceContext, crop: np.ndarray,
+               lm: np.ndarray) -> Traits:
+        """What the donor must share with this face (see ``donors.Traits``)."""
+        pose = ctx.face.pose or estimate_pose(ctx.face.landmarks, img.shape[:2])
+        att = face_attributes(img, ctx.face)
+        return Traits(skin=skin_lab(crop, lm), yaw=float(pose.yaw),
+                      mouth_open=mouth_openness(lm), p_male=att.p_male, age=att.age)
 
     def _match_colour(self, donor: np.ndarray, orig: np.ndarray, sel: np.ndarray) -> np.ndarray:
         """Lab mean/std transfer inside the face (std ratio clamped: a bearded or
@@ -251,7 +294,8 @@ class SwapAnonymizer(Anonymizer):
         gain = transfer_shading(np.ones((n, n, 3)), c_d, c_o, normals, weight, max_gain=2.0)
         gain = cv2.resize(gain.astype(np.float32), donor.shape[1::-1],
                           interpolation=cv2.INTER_LINEAR)
-        gain = np.power(np.clip(gain, _GAIN_MIN, _GAIN_MAX), 1.0 / 2.2)
+        lo, hi = _GAIN_RANGE[self.donors]
+        gain = np.power(np.clip(gain, lo, hi), 1.0 / 2.2)
         return np.clip(donor.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
 
     # ------------------------------------------------------------------ main
@@ -312,33 +356,63 @@ class SwapAnonymizer(Anonymizer):
             eyes = cv2.dilate(eyes, np.ones((2 * self.eye_dilate + 1,) * 2, np.uint8))
             parts = np.maximum(parts.astype(np.float32) - (1.0 - self.eye_keep) * eyes, 0)
             parts = parts.astype(np.uint8)
+        # Statistics over bare skin only: no hairline, brows, eyes or lips.
+        skin = cv2.erode(face_mask((size, size), target, forehead=0.0),
+                         np.ones((9, 9), np.uint8))
+        sel = (skin > 0) & (cv2.dilate(parts, np.ones((9, 9), np.uint8)) == 0)
+        if sel.sum() < 50:
+            sel = fmask > 0
+        occ = np.zeros((size, size), np.float32)
         if s <= 0:
             tex = orig
         else:
-            donor = piecewise_affine(bank.images[k], np.vstack([d_lm, border]), dst,
+            donor_img, donor_lm = self._donor_face(k, lm, pose)
+            donor = piecewise_affine(donor_img, np.vstack([donor_lm, border]), dst,
                                      bank.triangles, size)
-            # Statistics over bare skin only: no hairline, brows, eyes or lips.
-            skin = cv2.erode(face_mask((size, size), target, forehead=0.0),
-                             np.ones((9, 9), np.uint8))
-            sel = (skin > 0) & (cv2.dilate(parts, np.ones((9, 9), np.uint8)) == 0)
-            if sel.sum() < 50:
-                sel = fmask > 0
+            if self.occlusion:
+                # The donor's own hair over its temples / upper forehead is not pasted
+                # onto bare skin: there the original stays.
+                occ = occluder_mask(donor, target, skin_lab(donor, target), self.forehead)
             donor = self._match_colour(donor, orig, sel)
             if self.shading:
                 donor = self._shade(donor, orig, target, sel)
+            if self.local_tone > 0:
+                # Off by default: it gives the donor the original's low frequencies
+                # (light, tone), which today's robust recovery also replaces with the
+                # coarse face code's — the recovered face then came out worse than the
+                # anonymised one (22.7 vs 22.9 dB on a 250 px photo).
+                iod_t = float(np.linalg.norm(target[36:42].mean(0) - target[42:48].mean(0)))
+                donor = local_tone(donor, orig, sel, self.local_tone * iod_t)
+            donor = match_grain(donor, orig, sel, seed=k)
+            if is_greyscale(crop):
+                grey = cv2.cvtColor(donor, cv2.COLOR_BGR2GRAY)
+                donor = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
             tex = donor if s >= 1 else cv2.addWeighted(orig, 1.0 - s, donor, s, 0.0)
-        # Face alpha (feathered) minus the kept parts (feathered less: crisp eyelids).
+        # Face alpha minus the kept parts (eye openings, mouth interior) and minus the
+        # occluders in front of the forehead and temples (fringes, hat brims, hands).
         iod = float(np.linalg.norm(target[36:42].mean(0) - target[42:48].mean(0)))
         sig = max(1.0, 0.08 * iod)
-        # Erode first so the feather ends AT the jaw/forehead line: the templates'
-        # averaged background and hairline must not bleed outside the face.
+        # Erode first so the blend ends AT the jaw/forehead line: the donor crop's own
+        # hair and background must not bleed outside the face.
         er = int(2 * sig) | 1
-        fa = cv2.GaussianBlur(cv2.erode(fmask, np.ones((er, er), np.uint8)).astype(np.float32)
-                              / 255.0, (0, 0), sig)
+        core = cv2.erode(fmask, np.ones((er, er), np.uint8))
+        fa = cv2.GaussianBlur(core.astype(np.float32) / 255.0, (0, 0), 0.5 * sig)
         pa = cv2.GaussianBlur(parts.astype(np.float32) / 255.0, (0, 0), max(0.8, 0.03 * iod))
-        a = (fa * (1.0 - pa))[..., None]
-        new = np.clip(orig.astype(np.float32) * (1.0 - a) + tex.astype(np.float32) * a + 0.5,
-                      0, 255).astype(np.uint8)
+        if self.occlusion:
+            occ = np.maximum(occ, occluder_mask(orig, target, skin_lab(orig, target),
+                                                self.forehead))
+        a = np.clip(fa * (1.0 - pa) * (1.0 - occ), 0.0, 1.0)
+        # The donor only inside the face (the original elsewhere), then a multi-band
+        # blend: shading and colour fade gradually, texture switches crisply — no seam
+        # line and no soft band.
+        inside = (cv2.dilate(core, np.ones((3, 3), np.uint8)) > 0)[..., None]
+        top = np.where(inside, tex, orig)
+        new = multiband_blend(orig, top, a)
+        if self.occlusion:
+            # Thin occluders (single strands) average away in the coarse bands, which
+            # would tint them with the donor: put their own pixels back on top.
+            keep = cv2.GaussianBlur((occ > 0.5).astype(np.float32), (0, 0), 0.7)[..., None]
+            new = np.clip(new * (1.0 - keep) + orig * keep + 0.5, 0, 255).astype(np.uint8)
         # Paste region: the face plus a margin for the (small) background deformation.
         grow = max(3, int(0.25 * iod)) | 1
         paste = cv2.dilate(np.maximum(fmask, face_mask((size, size), lm, forehead=self.forehead)),
@@ -346,6 +420,23 @@ class SwapAnonymizer(Anonymizer):
         paste = cv2.GaussianBlur(paste.astype(np.float32) / 255.0, (0, 0), grow / 3.0)
         # Clip: paste_back treats a mask whose max exceeds 1 (blur round-off) as 0..255.
         return new, np.clip(paste, 0.0, 1.0), k
+
+    def _donor_face(self, k: int, lm: np.ndarray, pose) -> tuple[np.ndarray, np.ndarray]:
+        """Donor ``k``'s crop and landmarks: as shipped, or in quality mode re-rendered
+        with this face's yaw, pitch, mouth and eye opening (``gan_render``), so the warp
+        only has to fit shape, not turn or open a face."""
+        bank = self.bank
+        if self.quality and isinstance(bank, GanDonorBank):
+            if self._renderer is None:
+                from refacex.anonymize.gan_render import DonorRenderer
+
+                self._renderer = DonorRenderer(bank)
+            target = {"yaw": float(pose.yaw), "pitch": float(pose.pitch),
+                      "mouth_open": mouth_openness(lm), "eye_open": min(eye_openness(lm))}
+            got = self._renderer.render(k, target)
+            if got is not None:
+                return got
+        return bank.image(k), bank.landmarks[k]
 
     def _paste(self, img: np.ndarray, ctx: FaceContext, new: np.ndarray,
                alpha: np.ndarray) -> np.ndarray:

@@ -42,10 +42,17 @@ def audit(
     max_seconds: Annotated[float | None, typer.Option(
         help="Stop starting new images after this many seconds (partial report; "
              "a rerun continues from the cache).")] = None,
+    realism: Annotated[bool, typer.Option(
+        "--realism", help="FID/KID of the anonymised face crops against the originals "
+                          "(Inception features, ~0.2-1 s per face; its 87 MB weights are "
+                          "fetched on first use).")] = False,
+    realism_limit: Annotated[int | None, typer.Option(
+        min=2, help="--realism on the first N audited images only.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print audit.json's aggregates.")]
         = False,
 ) -> None:
-    """Audit privacy, utility, recovery, robustness and speed (OUT/audit.json, report.html).
+    """Audit privacy, utility, recovery, robustness, realism and speed (OUT/audit.json,
+    report.html).
 
     Privacy is measured with every registered recogniser and two attackers (re-detecting,
     and knowing the face location); the HTML report is self-contained (opens offline).
@@ -62,7 +69,8 @@ def audit(
                       robust_limit=robust_limit, limit=limit,
                       distortions=distortions.split(",") if distortions else None,
                       feature_cache=feature_cache,
-                      max_seconds=max_seconds, progress=not as_json)
+                      max_seconds=max_seconds, progress=not as_json,
+                      realism=realism, realism_limit=realism_limit)
     result = run_audit(cfg)
     if as_json:
         slim = {k: v for k, v in result.items() if k not in ("images", "robustness_images")}

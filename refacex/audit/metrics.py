@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from refacex.audit.lpips import LPIPS, lpips_distance
+from refacex.faces.photometry import linear_to_srgb, srgb_to_linear
 
 __all__ = [
     "LPIPS",
@@ -201,18 +202,6 @@ _RGB2XYZ = np.array(
 #: D65 reference white (2° observer): the matrix's row sums (0.95047, 1.0, 1.08883),
 #: so that sRGB white maps to exactly L* = 100, a* = b* = 0.
 _WHITE_D65 = _RGB2XYZ.sum(axis=1)
-
-
-def srgb_to_linear(v: np.ndarray) -> np.ndarray:
-    """sRGB-encoded values in [0, 1] → linear light (IEC 61966-2-1 piecewise curve)."""
-    v = np.asarray(v, dtype=np.float64)
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(v: np.ndarray) -> np.ndarray:
-    """Linear light in [0, 1] → sRGB-encoded values (inverse of :func:`srgb_to_linear`)."""
-    v = np.clip(np.asarray(v, dtype=np.float64), 0.0, None)
-    return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
 
 
 def bgr_to_lab(bgr: np.ndarray) -> np.ndarray:

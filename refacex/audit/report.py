@@ -254,6 +254,25 @@ def render_html(result: dict[str, Any], cfg: Any, n_ok: int | None = None) -> st
         uri = _robust_plot(result)
         if uri:
             parts.append(f"<img src='{uri}' alt='robustness curves'>")
+    # realism
+    rl = result.get("realism")
+    if rl:
+        parts.append("<h2>Realism</h2><p class='note'>FID and KID of the anonymised faces "
+                     "against the original faces: InceptionV3 <code>pool3</code> features "
+                     "(the StyleGAN FID tool's network) of the aligned "
+                     f"{rl['crop'][0]} px crop (padding {rl['crop'][1]}) at the original "
+                     "landmarks in both images. 0 = indistinguishable to the network; "
+                     "higher = less realistic. FID is biased upwards for small n (compare "
+                     "methods at the same n only); KID is unbiased ("
+                     + ("paired form, " if rl.get("kid_paired") else "")
+                     + f"mean over {rl.get('kid_subsets') or '–'} subsets of "
+                     f"{rl.get('kid_subset_size') or '–'}; std = spread over subsets of "
+                     f"{rl.get('kid_std_subset_size') or '–'}).</p>")
+        parts.append(_table(["faces (anonymised / original)", "FID", "KID", "KID std",
+                             "ms per crop"],
+                            [[f"{rl['n_fake']} / {rl['n_real']}", _fmt(rl["fid"], 2),
+                              _fmt(rl["kid"], 4), _fmt(rl["kid_std"], 4),
+                              _fmt(rl.get("ms_per_crop"), 0)]]))
     # speed
     sp = result["speed_ms"]
     rows = [[k, v["mean"], v["median"], v["p95"], v["n"]] for k, v in sp.items()]

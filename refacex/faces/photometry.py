@@ -1,4 +1,9 @@
-"""Lighting estimation and shading transfer with 2nd-order spherical harmonics (SH).
+"""Photometry shared by the swap and the audit: the sRGB transfer curve, lighting
+estimation and shading transfer with 2nd-order spherical harmonics (SH).
+
+It lives in ``faces/`` (a low layer) because both ``refacex.anonymize.swap`` (re-shading
+the donor) and ``refacex.audit`` (lighting consistency, skin colour) use it; it depends
+on numpy only.
 
 Why SH: the irradiance on a convex Lambertian surface under *any* distant lighting is,
 to within a few percent, a 9-term (order ≤ 2) SH polynomial of the surface normal
@@ -27,13 +32,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refacex.audit.metrics import linear_to_srgb, srgb_to_linear
-
 __all__ = [
     "SHLighting",
     "face_normals",
     "fit_sh_lighting",
     "light_angle_deg",
+    "linear_to_srgb",
     "luminance_linear",
     "relight",
     "sh_basis",
@@ -41,6 +45,7 @@ __all__ = [
     "sh_first_order_direction",
     "sh_irradiance",
     "sphere_normals",
+    "srgb_to_linear",
     "transfer_shading",
 ]
 
@@ -53,6 +58,18 @@ _C22 = 0.5462742152960396  # sqrt(15 / (16 pi))
 
 #: Rec. 709 / sRGB luminance weights in B, G, R order (linear light).
 _LUM_BGR = np.array([0.0722, 0.7152, 0.2126])
+
+
+def srgb_to_linear(v: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values in [0, 1] → linear light (IEC 61966-2-1 piecewise curve)."""
+    v = np.asarray(v, dtype=np.float64)
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(v: np.ndarray) -> np.ndarray:
+    """Linear light in [0, 1] → sRGB-encoded values (inverse of :func:`srgb_to_linear`)."""
+    v = np.clip(np.asarray(v, dtype=np.float64), 0.0, None)
+    return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,142 @@
+"""Restore an anonymised video with the key: exact original regions in the decoded frames.
+
+The anonymised video is lossy (H.264), so "the original" here is: each decoded frame of
+the anonymised file with the vault's original regions pasted back, bit-exact. The result
+is written losslessly (RGB H.264 at qp 0, ``refacex.io.video.LOSSLESS_CODEC``) unless a
+lossy ``codec`` is asked for, so what the vault restored exactly stays exact on disk.
+
+Everything is checked before anything is pasted (``video/vault.py`` lists what): the
+index opens with the key and comes from a trusted site, every chunk is present, of this
+video and in order, and every decoded frame matches its binding. Any failure is an error
+for the whole video and no output is written (a half-restored video would be mistaken
+for the original).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from refacex.errors import BindingError, PayloadError
+from refacex.io.video import VideoReader, VideoWriter, luma
+from refacex.payload.binding import BINDING_LEN, image_binding
+from refacex.payload.format import Payload, decode_payload
+from refacex.payload.keyring import OpenKeys
+from refacex.recover import _check_provenance, _vault_patch
+from refacex.video import vault
+
+
+@dataclass
+class VideoRecoverResult:
+    output: Path
+    frames: int
+    regions: int
+    notes: list[str] = field(default_factory=list)
+
+
+def _open(blob: bytes, keys: OpenKeys, notes: list[str], kind: str) -> Payload:
+    p = decode_payload(blob, **keys.crypto_kwargs())
+    _check_provenance(p, keys, "video vault", notes)
+    if p.tier != "vault" or p.extra.get("kind") != kind:
+        raise vault.VideoVaultError(f"video vault record is not a {kind}")
+    return p
+
+
+def _extra_int(p: Payload, name: str) -> int:
+    v = p.extra.get(name)
+    if not isinstance(v, int) or v < 0:
+        raise vault.VideoVaultError(f"video vault record lacks {name!r}")
+    return v
+
+
+def recover_video(src: str | os.PathLike[str], dest: str | os.PathLike[str],
+                  keys: OpenKeys, sidecar: str | os.PathLike[str] | None = None,
+                  codec: str | None = None, crf: int = 18, mode: int = 0o600
+                  ) -> VideoRecoverResult:
+    """Restore ``src`` (its vault: ``sidecar``, default ``src.refacex``) into ``dest``."""
+    src, dest = Path(src), Path(dest)
+    records = vault.read_records(sidecar or vault.sidecar_path(src))
+    notes: list[str] = []
+    index = _open(records[-1], keys, notes, "video-index")
+    video_id = index.extra.get("video")
+    n_chunks, n_frames = _extra_int(index, "chunks"), _extra_int(index, "frames")
+    bindings = index.extra.get("bindings")
+    if not isinstance(bindings, bytes) or len(bindings) != BINDING_LEN * n_frames:
+        raise vault.VideoVaultError("video vault index is malformed (bindings)")
+    if n_chunks != len(records) - 1:
+        raise vault.VideoVaultError(f"video vault holds {len(records) - 1} chunk(s), its "
+                                    f"index says {n_chunks} (truncated or spliced)")
+    chunk_iter = iter(records[:-1])
+    state = {"seq": 0, "next": 0, "by_frame": {}, "end": 0}
+
+    def chunk_for(frame: int) -> list:
+        """The face records of ``frame``, opening the next chunk when needed."""
+        while frame >= state["end"]:
+            blob = next(chunk_iter, None)
+            if blob is None:
+                raise vault.VideoVaultError(f"video vault has no chunk for frame {frame}")
+            c = _open(blob, keys, notes, "video-chunk")
+            first, count = _extra_int(c, "first"), _extra_int(c, "count")
+            if c.extra.get("video") != video_id or _extra_int(c, "seq") != state["seq"] \
+                    or first != state["next"]:
+                raise vault.VideoVaultError("video vault chunks are out of order or from "
+                                            "another video")
+            frame_of = c.extra.get("frame_of", b"")
+            if not isinstance(frame_of, bytes) or len(frame_of) != 4 * len(c.faces):
+                raise vault.VideoVaultError("video vault chunk is malformed (frame_of)")
+            by_frame: dict[int, list] = {}
+            for rec, f in zip(c.faces, struct.unpack(f"<{len(c.faces)}I", frame_of),
+                              strict=True):
+                if not first <= f < first + count:
+                    raise vault.VideoVaultError("video vault chunk is malformed (frame)")
+                by_frame.setdefault(f, []).append(rec)
+            state.update(seq=state["seq"] + 1, next=first + count, by_frame=by_frame,
+                         end=first + count)
+            if (c.image_size[0], c.image_size[1]) != tuple(index.image_size):
+                raise vault.VideoVaultError("video vault chunk is for another frame size")
+        return state["by_frame"].get(frame, [])
+
+    regions = 0
+    with VideoReader(src) as reader:
+        info = reader.info
+        if (info.width, info.height) != tuple(index.image_size):
+            raise BindingError(f"video vault is for {index.image_size[0]}x"
+                               f"{index.image_size[1]} frames, this video is "
+                               f"{info.width}x{info.height} (re-encoded or resized?)")
+        writer = VideoWriter(dest, info, reader.audio, codec=codec, crf=crf,
+                             lossless=codec is None, mode=mode)
+        try:
+            n = 0
+            for kind, item in reader.packets():
+                if kind == "audio":
+                    writer.write_audio(item)
+                    continue
+                i = item.index
+                if i >= n_frames:
+                    raise BindingError(f"video has more frames than its vault ({n_frames})")
+                recs = chunk_for(i)
+                want = bindings[i * BINDING_LEN:(i + 1) * BINDING_LEN]
+                if image_binding(luma(item.av_frame), [r.rect for r in recs]) != want:
+                    raise BindingError(f"frame {i} does not match the video vault (the video "
+                                       "was re-encoded or edited, or the vault belongs to "
+                                       "another video)")
+                img = item.image.copy()
+                for rec in reversed(recs):
+                    x, y, w, h = (int(v) for v in rec.rect)
+                    img[y:y + h, x:x + w] = _vault_patch(rec, img.shape)
+                    regions += 1
+                writer.write(img, item.pts)
+                n += 1
+            if n != n_frames:
+                raise BindingError(f"video has {n} frames, its vault {n_frames} (truncated?)")
+            writer.finish()
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+    return VideoRecoverResult(dest, n, regions, notes)
+
+
+__all__ = ["PayloadError", "VideoRecoverResult", "recover_video"]
