@@ -1,7 +1,7 @@
 """Time of the verified swap, photoreal donors vs templates (and quality mode if
 OpenVINO is installed), on the 640x480 one-face photo of ``bench_core.py``; both payload
-tiers, as the CLI runs it. A fresh key per repetition, so the donor — and the work the
-verification does — varies as for a user.
+tiers, as the CLI runs it. Public-key mode, a fresh key per repetition, so the donor —
+and the work the verification does — varies as for a user.
 
     .venv/bin/python benchmarks/bench_swap_speed.py [--repeat 5]
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_core import test_images  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 
 from refacex.payload.keyring import SealKeys  # noqa: E402
 from refacex.payload.sitekeys import SiteKey  # noqa: E402
@@ -39,7 +40,10 @@ def main() -> None:
     for label, opts in variants.items():
         times = []
         for _ in range(args.repeat):
-            keys = SealKeys(passphrase=os.urandom(16), site=SiteKey(os.urandom(32)))
+            # Public-key mode, as bench_core.py (a passphrase adds ~120 ms of scrypt per
+            # payload); fresh keys, so the donor varies.
+            keys = SealKeys(recipients=[X25519PrivateKey.generate().public_key()],
+                            site=SiteKey(os.urandom(32)))
             t0 = time.perf_counter()
             anonymize(img, keys, method="swap", method_options=opts)
             times.append((time.perf_counter() - t0) * 1e3)
