@@ -29,6 +29,7 @@ from refacex.faces.attributes import (
     faceapi_crop,
     landmark_box,
 )
+from refacex.faces.detect import nearest_centre
 from refacex.io.images import read_image
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -65,9 +66,7 @@ def main() -> int:
                 if not faces:
                     missed += 1
                     continue
-                h, w = img.shape[:2]
-                face = min(faces, key=lambda f: np.hypot(
-                    *(f.box[:2] + f.box[2:] / 2 - [w / 2, h / 2])))
+                face = nearest_centre(faces, img.shape[:2])
                 analyzer.describe(img, face, pose=False)
                 labels.append(male)
                 for kind, box in (("detector", face.box),

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from refacex.faces import get_recognizer
-from refacex.faces.detect import YuNetDetector
+from refacex.faces.detect import YuNetDetector, nearest_centre
 from refacex.io.images import read_image
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -66,8 +66,7 @@ def main() -> int:
         if not faces:
             missed += 1
             continue
-        h, w = img.shape[:2]
-        face = min(faces, key=lambda f: np.hypot(*(f.box[:2] + f.box[2:] / 2 - [w / 2, h / 2])))
+        face = nearest_centre(faces, img.shape[:2])
         for n, r in recs.items():
             t = time.perf_counter()
             emb[n][rel] = r.embed(img, face)

@@ -28,11 +28,6 @@ DATA = ROOT.parent / "shared" / "data"
 RECOGNISERS = ("sface", "dlib", "faceres")
 
 
-def central(faces, shape):
-    h, w = shape[:2]
-    return min(faces, key=lambda f: np.linalg.norm(f.box[:2] + f.box[2:] / 2 - (w / 2, h / 2)))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100)
@@ -46,7 +41,7 @@ def main() -> None:
     from refacex.anonymize.swap import SwapAnonymizer
     from refacex.faces.analysis import FaceAnalyzer
     from refacex.faces.attributes import face_attributes
-    from refacex.faces.detect import match_detection
+    from refacex.faces.detect import match_detection, nearest_centre
     from refacex.faces.recognizers import get_recognizer
     from refacex.io.images import read_image
 
@@ -64,7 +59,7 @@ def main() -> None:
         pf, gf = an.analyze(probe), an.analyze(gal)
         if not pf or not gf:
             continue
-        f, g = central(pf, probe.shape), central(gf, gal.shape)
+        f, g = nearest_centre(pf, probe.shape[:2]), nearest_centre(gf, gal.shape[:2])
         an.describe(gal, g, recognizers=RECOGNISERS)
         an.describe(probe, f, recognizers=RECOGNISERS)
         out = probe.copy()

@@ -41,6 +41,7 @@ from refacex.anonymize.donors import (  # noqa: E402
 )
 from refacex.faces.align import transform_points, warp_face  # noqa: E402
 from refacex.faces.analysis import FaceAnalyzer  # noqa: E402
+from refacex.faces.detect import nearest_centre  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 N_PCA = 8
@@ -72,9 +73,7 @@ def process(analyzer: FaceAnalyzer, path: Path) -> tuple[np.ndarray, np.ndarray]
     faces = analyzer.detector.detect(img)
     if not faces:
         return None
-    h, w = img.shape[:2]
-    centre = np.array([w / 2, h / 2])
-    face = min(faces, key=lambda f: np.linalg.norm(f.box[:2] + f.box[2:] / 2 - centre))
+    face = nearest_centre(faces, img.shape[:2])
     analyzer.describe(img, face, landmarks=True, pose=True)
     if face.pose is None or abs(face.pose.yaw) > 20 or abs(face.pose.pitch) > 20:
         return None  # profile faces would smear the average

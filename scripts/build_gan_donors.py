@@ -43,6 +43,7 @@ from refacex.anonymize.donors import BUCKET_BITS, border_points, delaunay, skin_
 from refacex.faces.align import transform_points, warp_face  # noqa: E402
 from refacex.faces.analysis import FaceAnalyzer  # noqa: E402
 from refacex.faces.attributes import eye_darkness, face_attributes, glasses_score  # noqa: E402
+from refacex.faces.detect import nearest_centre  # noqa: E402
 from refacex.faces.landmarks import eye_openness, mouth_openness  # noqa: E402
 from refacex.faces.masks import face_mask  # noqa: E402
 
@@ -122,8 +123,7 @@ def training_embeddings(analyzer: FaceAnalyzer, cache: Path) -> tuple[np.ndarray
         faces = analyzer.detector.detect(img) if img is not None else []
         if not faces:
             continue
-        h, w = img.shape[:2]
-        face = min(faces, key=lambda f: np.linalg.norm(f.box[:2] + f.box[2:] / 2 - (w / 2, h / 2)))
+        face = nearest_centre(faces, img.shape[:2])
         analyzer.describe(img, face, landmarks=False, pose=False, recognizers=("sface",))
         sf.append(face.embeddings["sface"].ravel())
         who.append(people[person])

@@ -52,6 +52,15 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def nearest_centre(faces: list[Face], shape_hw: tuple[int, int]) -> Face:
+    """The detection whose box centre is nearest the image centre: the face a
+    one-person photo (an LFW or CelebA crop) is of. The audit's ``primary_index`` adds a
+    size rule on top; the build scripts and benchmarks use this plain one."""
+    h, w = shape_hw
+    centre = np.array([w / 2, h / 2])
+    return min(faces, key=lambda f: float(np.linalg.norm(f.box[:2] + f.box[2:] / 2 - centre)))
+
+
 def match_detection(orig: Face, found: list[Face]) -> tuple[Face | None, float]:
     """The detection that overlaps ``orig`` most (IoU > ``IOU_MATCH``), and that IoU.
 
