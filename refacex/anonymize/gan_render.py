@@ -25,8 +25,7 @@ from refacex.anonymize.base import CROP_PADDING, CROP_SIZE
 from refacex.anonymize.donors import GanDonorBank
 from refacex.errors import RefacexError
 from refacex.faces.align import transform_points, warp_face
-from refacex.faces.detect import YuNetDetector
-from refacex.faces.landmarks import Dlib68Landmarker
+from refacex.faces.analysis import FaceAnalyzer
 from refacex.models.cache import ensure
 
 #: Largest edit per attribute (beyond it the linear direction stops holding identity).
@@ -52,8 +51,7 @@ class DonorRenderer:
         self._net = core.compile_model(core.read_model(model=str(xml), weights=str(weights)),
                                        "CPU", {"INFERENCE_NUM_THREADS": threads})
         self.bank = bank
-        self._detector = YuNetDetector(score_threshold=0.5)
-        self._landmarker = Dlib68Landmarker()
+        self._analyzer = FaceAnalyzer(score_threshold=0.5)
         self._cache: OrderedDict[tuple, tuple[np.ndarray, np.ndarray] | None] = OrderedDict()
         self._cache_size = cache_size
 
@@ -82,12 +80,12 @@ class DonorRenderer:
         img = np.clip((np.clip(out, -1, 1) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
         img = cv2.resize(img.transpose(1, 2, 0)[:, :, ::-1], (_RENDER_SIZE, _RENDER_SIZE),
                          interpolation=cv2.INTER_AREA)
-        faces = self._detector.detect(img)
+        faces = self._analyzer.detector.detect(img)
         result = None
         if faces:
             face = max(faces, key=lambda f: f.box[2] * f.box[3])
             if face.score >= 0.8:
-                lm = self._landmarker.predict(img, face)
+                lm = self._analyzer.landmarker.predict(img, face)
                 al = warp_face(img, face.kps, CROP_SIZE, CROP_PADDING)
                 result = (al.crop, transform_points(al.matrix, lm).astype(np.float32))
         self._cache[key] = result
