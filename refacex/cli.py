@@ -39,15 +39,16 @@ def _err(msg: str, path: Path | None = None, level: str = "error") -> None:
     tqdm.write(f"refacex: {level}: {msg}", file=sys.stderr)
 
 
-def _decoder_said(path: Path, ok: bool = True) -> None:
+def _decoder_said(path: Path, ok: bool = True, messages: list[str] | None = None) -> None:
     """Summarise what the image decoders printed about ``path`` in one warning line.
 
     After a failed file the error line already says what is wrong, so the decoder's
-    own words are dropped.
+    own words are dropped. ``messages``: what an engine's worker collected for the file
+    (it may have run in another process).
     """
     from refacex.io.images import take_decoder_warnings
 
-    said = "; ".join(take_decoder_warnings())
+    said = "; ".join(take_decoder_warnings() if messages is None else messages)
     if said and ok:
         _err(f"decoder said: {said if len(said) <= 200 else said[:197] + '...'}", path,
              level="warning")
@@ -176,9 +177,9 @@ def detect(
 def _failure(exc: BaseException) -> str:
     """One line for a file that failed: a user's error as it is, anything else marked as a
     bug (the batch goes on either way)."""
-    if isinstance(exc, RefacexError):
-        return str(exc)
-    return f"internal error (a bug; please report it): {type(exc).__name__}: {exc}"
+    from refacex.engines.tasks import failure_text
+
+    return failure_text(exc)
 
 
 def _passphrase_from(file: Path | None, env: str) -> bytes | None:
@@ -250,9 +251,11 @@ def _done(dest: Path, payload_tiers: tuple[str, ...] = ()) -> bool:
 def _anonymize_videos(videos: list[tuple[Path, Path]], out: Path, keys, *, method: str,
                       strength: float, low_confidence: str, method_options: dict | None,
                       vault_tier: bool, codec: str | None, crf: int, resume: bool,
-                      as_json: bool) -> int:
+                      as_json: bool, ray: tuple | None = None, realtime: bool = False,
+                      robust_video: bool = False) -> int:
     """The video path of ``anonymize``: each video to OUT/<same name> (+ its sidecar
-    vault). Returns how many failed; each failure is one line and leaves no output."""
+    vault). Returns how many failed; each failure is one line and leaves no output.
+    ``ray``: (keys, tiers, workers, address) to run each video as one Ray task."""
     from refacex.io.outputs import plan_outputs
     from refacex.video import vault as video_vault
     from refacex.video.anonymize import anonymize_video
@@ -262,6 +265,11 @@ def _anonymize_videos(videos: list[tuple[Path, Path]], out: Path, keys, *, metho
                         protected=lambda src: [video_vault.sidecar_path(src)])
     _prepare_outdir(out)
     report, failed = {}, 0
+    if ray is not None:
+        return _anonymize_videos_on_ray(plan, out, ray, method=method, strength=strength,
+                                        low_confidence=low_confidence,
+                                        method_options=method_options, codec=codec, crf=crf,
+                                        resume=resume, as_json=as_json)
     for path, dest in plan:
         if resume and dest.is_file() and (not vault_tier or
                                           video_vault.sidecar_path(dest).is_file()):
@@ -271,7 +279,8 @@ def _anonymize_videos(videos: list[tuple[Path, Path]], out: Path, keys, *, metho
             res = anonymize_video(path, dest, keys, method=method, strength=strength,
                                   method_options=method_options,
                                   low_confidence=low_confidence, codec=codec, crf=crf,
-                                  vault_tier=vault_tier)
+                                  vault_tier=vault_tier, robust_tier=robust_video,
+                                  engine_class=_realtime_engine() if realtime else None)
         except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
             msg = _failure(exc)
             _err(msg, path)
@@ -281,17 +290,71 @@ def _anonymize_videos(videos: list[tuple[Path, Path]], out: Path, keys, *, metho
         s = res.summary
         report[str(path)] = {"output": [str(dest)] + ([str(res.sidecar)] if res.sidecar
                                                       else []), **s,
-                             "tracks": [vars(t) for t in res.tracks]}
+                             "tracks": [vars(t) for t in res.tracks],
+                             "robust_keyframes": res.robust_frames}
         if not as_json:
             typer.echo(f"{path} -> {dest}: {s['frames']} frame(s), {s['anonymized_tracks']} "
                        f"person track(s) anonymised with {method}"
                        + (" (one donor each)" if method == "swap" else "") + ", "
-                       f"{s['blurred_only_tracks']} short/small/unconfirmed track(s) blurred, "
+                       f"{s['blurred_only_tracks']} track(s) only blurred (short, small, "
+                       + ("unconfirmed, or the swap not checked yet" if realtime else
+                          "unconfirmed") + "), "
                        f"{s['fps']} fps" + ("; vault " + str(res.sidecar) if res.sidecar
                                             else ""))
     if as_json:
         typer.echo(json.dumps({"videos": report}, indent=2, default=str))
     return failed
+
+
+def _realtime_engine() -> type:
+    """The real-time engine class (imported only when asked for)."""
+    from refacex.video.realtime import RealtimeAnonymizer
+
+    return RealtimeAnonymizer
+
+
+def _anonymize_videos_on_ray(plan: list[tuple[Path, Path]], out: Path, ray: tuple, *,
+                             method: str, strength: float, low_confidence: str,
+                             method_options: dict | None, codec: str | None, crf: int,
+                             resume: bool, as_json: bool) -> int:
+    """``_anonymize_videos`` with ``--engine ray``: each video is one whole-file task on a
+    worker (which reads and writes the paths: a shared filesystem across machines),
+    recorded in the manifest. Returns how many failed."""
+    from refacex.engines.runner import run_tasks
+    from refacex.engines.tasks import Job, KeySpec, Outcome, Task
+    from refacex.video import vault as video_vault
+
+    keys, tiers, workers, address = ray
+    report: dict[str, dict] = {}
+
+    def show(o: Outcome) -> None:
+        path, dest = o.task.src, o.task.dest
+        if o.skipped:
+            report[str(path)] = {"output": str(dest), "skipped": "resume"}
+        elif not o.ok:
+            _err(o.error or "failed", path)
+            report[str(path)] = {"error": o.error}
+        else:
+            s = report[str(path)] = o.report or {}
+            if not as_json:
+                typer.echo(f"{path} -> {dest}: {s['frames']} frame(s), "
+                           f"{s['anonymized_tracks']} person track(s) anonymised with "
+                           f"{method}, {s['blurred_only_tracks']} track(s) blurred, "
+                           f"{s['fps']} fps (worker {o.worker})")
+
+    vault_tier = "vault" in tiers
+    tasks = [Task("video", p, d, extras=(video_vault.sidecar_path(d),) if vault_tier else ())
+             for p, d in plan]
+    job = Job(KeySpec.of(keys), method=method, strength=strength, tiers=tiers,
+              low_confidence=low_confidence, method_options=method_options, codec=codec,
+              crf=crf)
+    counts = run_tasks(tasks, job, out, on_outcome=show, engine="ray", workers=workers,
+                       address=address, resume=resume,
+                       already_done=lambda t: t.dest.is_file() and (
+                           not vault_tier or video_vault.sidecar_path(t.dest).is_file()))
+    if as_json:
+        typer.echo(json.dumps({"videos": report}, indent=2, default=str))
+    return counts["failed"]
 
 
 def _recover_videos(videos: list[tuple[Path, Path]], out: Path, keys, codec: str | None,
@@ -318,10 +381,14 @@ def _recover_videos(videos: list[tuple[Path, Path]], out: Path, keys, codec: str
             failed += 1
             continue
         report[str(path)] = {"output": str(dest), "frames": res.frames,
-                             "regions": res.regions, "notes": res.notes}
+                             "regions": res.regions, "notes": res.notes, "tier": res.tier}
         if not as_json:
             typer.echo(f"{path} -> {dest}: {res.frames} frame(s), {res.regions} region(s) "
-                       "restored from the video vault")
+                       + ("restored from the video vault" if res.tier == "vault" else
+                          f"restored approximately from {len(res.keyframes)} robust "
+                          "keyframe code(s) (no usable vault)"))
+            for note in res.notes:
+                typer.echo(f"  note: {note}")
     if as_json:
         typer.echo(json.dumps({"videos": report}, indent=2))
     return failed
@@ -426,6 +493,27 @@ def anonymize(
         = None,
     crf: Annotated[int, typer.Option(min=0, max=63, help="Videos: constant rate factor "
                                      "(lower = better, bigger).")] = 20,
+    realtime: Annotated[bool, typer.Option(
+        "--realtime", help="Videos: the real-time engine (working-resolution detection, "
+                           "no dlib per frame, one verified donor texture per track "
+                           "re-rendered on keyframes by a background thread; faces are "
+                           "blurred until their swap is checked). docs/benchmarks.md.")]
+        = False,
+    robust_video: Annotated[bool, typer.Option(
+        "--robust-video", help="Videos: also put the robust in-pixel face code in a "
+                               "keyframe every 0.5 s (I-frames; ~30-110 ms each), so the "
+                               "video can be restored, coarsely, without its sidecar.")]
+        = False,
+    engine: Annotated[str, typer.Option(
+        help="local (files one by one in this process) | ray (Ray actors holding the "
+             "models; the [ray] extra; docs/scaling.md). Both record what is done in "
+             "OUT/.refacex-manifest.sqlite, so --resume continues a killed run.")] = "local",
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="--engine ray: actors, one CPU each (default: every CPU of the "
+                    "local machine, or of the cluster given by --address).")] = None,
+    address: Annotated[str | None, typer.Option(
+        help="--engine ray: join this running cluster (e.g. 'auto' or HEAD:6379; "
+             "default: start a private local one for the run).")] = None,
 ) -> None:
     """Anonymise faces and embed the encrypted recovery payload (videos: one donor per
     person, the vault in a sidecar OUT.mp4.refacex)."""
@@ -434,10 +522,8 @@ def anonymize(
     from tqdm import tqdm
 
     from refacex.api import seal_keys
-    from refacex.io.images import iter_images, read_image, write_bytes_atomic
+    from refacex.io.images import iter_images, write_bytes_atomic
     from refacex.io.outputs import hashed_names, plan_outputs
-    from refacex.pipeline import anonymize as run
-    from refacex.pipeline import save
     from refacex.stego import vault
 
     tier_list = tuple(t.strip() for t in tiers.split(",") if t.strip())
@@ -467,6 +553,18 @@ def anonymize(
         swap_options["verify"] = False
     if (rename_key_file or rename_map) and not rename:
         raise typer.BadParameter("--rename-key-file and --rename-map need --rename")
+    from refacex.engines.runner import ENGINES
+
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}")
+    if engine != "ray" and (workers is not None or address is not None):
+        raise typer.BadParameter("--workers and --address need --engine ray")
+    if engine == "ray" and (realtime or robust_video):
+        raise typer.BadParameter("--realtime and --robust-video run with --engine local")
+    if engine == "ray":
+        from refacex.engines.ray import require_ray
+
+        require_ray()  # one line now, not after the videos
     rename_key = _passphrase_from(rename_key_file, "REFACEX_RENAME_KEY") if rename else None
     if rename and rename_key is None:
         if resume:
@@ -497,7 +595,9 @@ def anonymize(
         video_failed = _anonymize_videos(
             videos, out, keys, method=method, strength=strength, low_confidence=low_confidence,
             method_options=swap_options or None, vault_tier="vault" in tier_list, codec=codec,
-            crf=crf, resume=resume, as_json=as_json)
+            crf=crf, resume=resume, as_json=as_json,
+            ray=(keys, tier_list, workers, address) if engine == "ray" else None,
+            realtime=realtime, robust_video=robust_video)
         if not files:
             raise typer.Exit(2 if video_failed else 0)
     if not files:
@@ -514,34 +614,36 @@ def anonymize(
     if rename_map is not None:
         write_bytes_atomic(rename_map, json.dumps({str(p): str(d) for p, d in plan},
                                                   indent=2).encode(), mode=0o600)
-    report, totals, failed = {}, {"images": 0, "faces": 0, "anonymized": 0, "fallback": 0,
-                                  "uncertain": 0, "not_face": 0, "failed": 0, "skipped": 0}, 0
-    for path, dest in _bar(plan, "anonymize", as_json):
-        if resume and _done(dest, tier_list):
+    report, totals = {}, {"images": 0, "faces": 0, "anonymized": 0, "fallback": 0,
+                          "uncertain": 0, "not_face": 0, "failed": 0, "skipped": 0}
+    from refacex.engines.runner import run_tasks
+    from refacex.engines.tasks import Job, KeySpec, Outcome, Task
+
+    bar = _bar(plan, "anonymize", as_json)
+
+    def show(o: Outcome) -> None:
+        """One file's line and its place in the report and totals, as each one ends."""
+        bar.update(1)
+        path, dest = o.task.src, o.task.dest
+        if o.skipped:
             totals["skipped"] += 1
             report[str(path)] = {"output": [str(dest)], "skipped": "resume"}
-            continue
-        try:
-            img = read_image(path)
-            res = run(img, keys, method=method, strength=strength, tiers=tier_list,
-                      low_confidence=low_confidence,
-                      method_options=swap_options or None)
-            written = save(res, dest, quality)
-        except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
-            _decoder_said(path, ok=False)
-            msg = _failure(exc)
-            _err(msg, path)
-            report[str(path)] = {"error": msg}
-            failed += 1
-            continue
-        _decoder_said(path)
-        s = res.summary
+            return
+        if not o.ok:
+            _decoder_said(path, ok=False, messages=o.warnings)
+            _err(o.error or "failed", path)
+            report[str(path)] = {"error": o.error}
+            totals["failed"] += 1
+            return
+        _decoder_said(path, messages=o.warnings)
+        s = o.report or {}
+        if "too small" in str(s.get("robust", "")):  # never silently (pipeline.robust_status)
+            _err(f"robust tier: {s['robust']}; only the vault carries the way back for "
+                 "the faces without a code", path, level="warning")
         totals["images"] += 1
         for k in ("faces", "anonymized", "fallback", "uncertain", "not_face"):
             totals[k] += s[k]
-        report[str(path)] = {"output": [str(p) for p in written], **s,
-                             "robust_bytes": res.robust_bytes, "robust_faces": res.robust_faces,
-                             "faces_detail": [vars(f) for f in res.faces]}
+        report[str(path)] = s
         if not as_json:
             msg = (f"{path} -> {dest}: {s['anonymized']}/{s['faces']} face(s) anonymised")
             if s["fallback"]:
@@ -552,9 +654,24 @@ def anonymize(
             if s["not_face"]:
                 msg += f", {s['not_face']} non-face detection(s) left"
             if "robust" in tier_list:
-                msg += f"; robust tier {res.robust_faces} face(s), {res.robust_bytes} B"
+                msg += f"; robust tier {s['robust_faces']} face(s), {s['robust_bytes']} B"
             tqdm.write(msg)
-    totals["failed"] = failed
+
+    sidecars = "vault" in tier_list
+    tasks = [Task("image", p, d, extras=(vault.sidecar_path(d),)
+                  if sidecars and not vault.supports(d.suffix) else (),
+                  private_name=d.name if rename_key is not None else None) for p, d in plan]
+    job = Job(KeySpec.of(keys), method=method, strength=strength, tiers=tier_list,
+              low_confidence=low_confidence, method_options=swap_options or None,
+              quality=quality)
+    run_tasks(tasks, job, out, on_outcome=show, engine=engine, workers=workers,
+              address=address, resume=resume,
+              already_done=lambda t: _done(t.dest, tier_list),
+              on_cleanup=lambda n: _err(f"{out}: removed {n} partial file(s) left by an "
+                                        "interrupted run", level="warning"))
+    bar.close()
+    report = {str(p): report[str(p)] for p, _ in plan if str(p) in report}  # input order
+    failed = totals["failed"]
     if as_json:
         typer.echo(json.dumps({"files": report, "summary": totals}, indent=2))
     else:
@@ -563,6 +680,12 @@ def anonymize(
                    f"(unconfirmed), {totals['uncertain']} uncertain left, "
                    f"{totals['not_face']} non-face detection(s) left, {failed} failed"
                    + (f", {totals['skipped']} skipped (done)" if resume else ""))
+        if failed:
+            from refacex.engines.manifest import FILENAME
+
+            names = [p for p, r in report.items() if "error" in r]
+            typer.echo(f"failed: {', '.join(names[:5])}" + (" ..." if len(names) > 5 else "")
+                       + f" (errors recorded in {out / FILENAME}; --resume retries them)")
     if failed or video_failed:
         raise typer.Exit(2)
 

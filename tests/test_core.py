@@ -241,13 +241,18 @@ def test_cli_bad_inputs(tmp_path, keydir, sample_paths):
     errs = [ln for ln in r.stderr.splitlines() if ln.startswith("refacex: error:")]
     assert len(errs) == 4 and "Traceback" not in r.stderr
     assert any("no face" in e for e in errs) and any("too large" in e for e in errs)
-    assert list(out.rglob("*")) == []  # nothing half-written
+    # nothing half-written; the run's manifest records the four errors
+    from refacex.engines.manifest import FILENAME, Manifest
+
+    assert [p.name for p in out.rglob("*")] == [FILENAME]
+    with Manifest.beside(out, "anonymize") as m:
+        assert m.counts()["failed"] == 4
     assert {p: p.read_bytes() for p in bad.iterdir()} == before
     # Recovering an image that carries no payload.
     r = run("recover", str(sample_paths["astronaut"]), "-o", str(out), "--key",
             str(keydir / "refacex.key"))
     assert r.returncode == 2 and "no refacex payload" in r.stderr
-    assert list(out.rglob("*")) == []
+    assert [p.name for p in out.rglob("*")] == [FILENAME]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")

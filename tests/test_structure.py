@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("refacex.pipeline",),
     ("refacex.recover",),  # uses the pipeline's shared face analyser
     ("refacex.video",),  # video engine: reuses the pipeline's detector, recover's checks
+    ("refacex.engines",),  # local / Ray engines + manifest: run the pipeline and video
     ("refacex.api",),
     ("refacex.audit",),
     ("refacex.demo",),  # the demo prints audit metrics

@@ -25,8 +25,9 @@ perceived sex, age, skin tone, mouth opening and yaw match the face. Everything 
 ``strength`` s in [0, 1] scales the shape change and blends the texture
 ``(1 - s) * original + s * donor``. The shape change is pose-safe: the donor group's
 deviation from the population mean shape (rotated/scaled into the face) is added, and
-the face's own left-right-symmetric deviation (widths; heights at ``sym_y``) is
-removed, faded out with |yaw| because foreshortening is symmetric too. Moving towards
+the face's own left-right-symmetric deviation (widths and heights) is removed —
+for turned faces too, although foreshortening is symmetric as well: the pose hold
+below keeps them turned. Moving towards
 the donor's raw (frontal) landmarks instead was tried and turned faces by up to 20°.
 Even these offsets change the 68-point PnP pose (a longer nose or a narrower face reads
 as pitch or yaw: up to ~10° on the samples, more with the escalated settings), so the
@@ -57,7 +58,7 @@ from refacex.anonymize.donors import (
 )
 from refacex.faces.align import paste_back, similarity_transform, transform_points
 from refacex.faces.attributes import face_attributes, is_greyscale
-from refacex.faces.landmarks import eye_openness, mouth_openness
+from refacex.faces.landmarks import MOUTH_INNER, MOUTH_OUTER, eye_openness, mouth_openness
 from refacex.faces.masks import face_mask, part_mask
 from refacex.faces.photometry import face_normals, fit_sh_lighting, transfer_shading
 from refacex.faces.pose import PNP_POINTS, estimate_pose
@@ -71,12 +72,22 @@ _SH_SIZE = 64
 #: specular highlights, which a wide gain blows out into bright patches: a narrower clamp.
 _GAIN_RANGE = {"templates": (0.6, 1.6), "gan": (0.8, 1.25)}
 #: |yaw| (degrees) at which the removal of the face's own symmetric shape reaches 0.
-_YAW_FADE = 25.0
+#: 90: not faded. Fading it (25) was needed before ``hold_pose``; with the pose held it
+#: only left turned faces their own shape (LFW eval, 60 faces, unverified: SFace verified
+#: 26.7 -> 16.7 %, FaceRes 50 -> 37 %, median pose error 3.2 -> 2.9 degrees).
+_YAW_FADE = 90.0
 #: Re-detection region for the checks: the edit rectangle plus this margin (px), its
 #: origin snapped to YuNet's coarsest stride so the result matches a full-image detection.
 _DETECT_MARGIN, _DETECT_STRIDE = 128, 32
+#: A verified candidate whose perceived sex flipped (face-api probability on the far side
+#: of 0.5 from a face at least ``_SEX_CLEAR`` from it) is ranked as if its pose error
+#: were this: kept only when no other private candidate exists.
+_SEX_FLIP_PENALTY, _SEX_CLEAR = 90.0, 0.25
 #: Escalation candidates: donors whose risk is within this of the least risky one.
 _ESCALATE_BAND = 0.02
+#: Point groups whose opening is expression, not identity: the shape change moves each
+#: vertically as a whole (``render``).
+_RIGID_PARTS = (slice(36, 42), slice(42, 48), slice(48, 68))
 #: Left-right mirror permutation of the iBUG 68 points.
 _MIRROR = np.array(
     list(range(16, -1, -1)) + list(range(26, 21, -1)) + list(range(21, 16, -1))
@@ -159,9 +170,13 @@ class SwapAnonymizer(Anonymizer):
     ``eye_dilate`` is the dilation (crop px) of the kept eye/mouth-interior region;
     0 keeps only the eyelid opening (iris, pupil, sclera) — less identity leaks.
     ``eye_keep`` < 1 blends the donor's eyes in too (0: donor eyes, gaze lost).
-    ``own_beta`` / ``sym_y``: how much of the face's own symmetric shape is removed;
-    ``yaw_fade``: the |yaw| at which that removal has faded to 0 (the last escalation
-    lifts it: with ``hold_pose`` the pose no longer depends on it).
+    ``own_beta`` / ``sym_y``: how much of the face's own symmetric shape is removed
+    (``sym_y``: its vertical proportions too; 1 by default since ``hold_pose`` keeps
+    the pitch they would otherwise change); ``yaw_fade``: the |yaw| at which that
+    removal has faded to 0.
+    ``pose_tol``: the yaw/pitch tolerance (degrees) of ``hold_pose``; beyond it the shape
+    change is scaled back. 2, not 0.5: the donor texture alone moves the measured pose
+    by about 3 degrees (median), so a tighter hold only gave back identity (shape).
     ``forehead``: height of the replaced forehead band (x brow-to-nose distance).
     ``local_tone``: opt-in local colour transfer scale (x inter-ocular distance; 0 = off).
     ``keep_pose``: hold the new landmarks at the face's own PnP pose (``hold_pose``;
@@ -169,6 +184,8 @@ class SwapAnonymizer(Anonymizer):
     ``max_pose_error`` / ``pose_retries``: the verified yaw/pitch tolerance (degrees),
     and how often a private candidate that misses it is re-rendered aimed against the
     measured change.
+    ``best_of``: how many accepted (private, pose-keeping) donors to render before
+    choosing the one furthest from the person; 1 takes the first.
     """
 
     name = "swap"
@@ -178,20 +195,22 @@ class SwapAnonymizer(Anonymizer):
     #: (each of up to two of the least risky donors goes up this ladder, see ``apply``).
     #: All are pose-held (``keep_pose``): they cost gaze (donor eyes) and shape
     #: fidelity, not head pose.
-    ESCALATION = ({"eye_keep": 0.5, "shape_alpha": 1.3},
+    #: No half-blended eyes (``eye_keep`` 0.5 was the first step): two pairs of eyes
+    #: showed through each other on the t1 sample.
+    ESCALATION = ({"eye_keep": 0.0, "shape_alpha": 1.3},
                   {"eye_keep": 0.0, "shape_alpha": 1.6},
-                  {"eye_keep": 0.0, "shape_alpha": 2.0, "sym_y": 0.5, "own_beta": 1.5},
-                  {"eye_keep": 0.0, "shape_alpha": 2.0, "sym_y": 1.0, "own_beta": 2.0,
-                   "yaw_fade": 90.0})
+                  {"eye_keep": 0.0, "shape_alpha": 2.0, "own_beta": 1.5},
+                  {"eye_keep": 0.0, "shape_alpha": 2.0, "own_beta": 2.0})
 
     def __init__(self, strength: float = 1.0, shape_alpha: float = 1.0, eye_dilate: int = 0,
                  shading: bool = True, forehead: float = 0.9, own_beta: float = 1.0,
-                 sym_y: float = 0.0, eye_keep: float = 1.0,
+                 sym_y: float = 1.0, eye_keep: float = 1.0, pose_tol: float = 2.0,
                  bank: DonorBank | None = None, verify: bool = True,
                  verify_margin: float = 0.08, max_tries: int = 10,
                  verify_dlib: bool = True, verify_margin_dlib: float = 0.05,
                  max_pose_error: float = 4.0, keep_pose: bool = True,
-                 pose_retries: int = 2, donors: str = "gan", occlusion: bool = True,
+                 pose_retries: int = 2, best_of: int = 1, donors: str = "gan",
+                 occlusion: bool = True,
                  quality: bool = False, local_tone: float = 0.0) -> None:
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
@@ -206,6 +225,7 @@ class SwapAnonymizer(Anonymizer):
         self.own_beta = float(own_beta)
         self.sym_y = float(sym_y)
         self.eye_keep = float(eye_keep)
+        self.pose_tol = float(pose_tol)
         self._bank = bank
         self.verify = verify
         self.verify_margin = float(verify_margin)
@@ -215,6 +235,7 @@ class SwapAnonymizer(Anonymizer):
         self.max_pose_error = float(max_pose_error)
         self.keep_pose = keep_pose
         self.pose_retries = int(pose_retries)
+        self.best_of = max(1, int(best_of))
         self.donors = donors
         self.occlusion = occlusion
         self.quality = quality
@@ -255,7 +276,8 @@ class SwapAnonymizer(Anonymizer):
         pose = ctx.face.pose or estimate_pose(ctx.face.landmarks, img.shape[:2])
         att = face_attributes(img, ctx.face)
         return Traits(skin=skin_lab(crop, lm), yaw=float(pose.yaw),
-                      mouth_open=mouth_openness(lm), p_male=att.p_male, age=att.age)
+                      mouth_open=mouth_openness(lm), p_male=att.p_male, age=att.age,
+                      happy=att.expression_probs.get("happy"))
 
     def _match_colour(self, donor: np.ndarray, orig: np.ndarray, sel: np.ndarray) -> np.ndarray:
         """Lab mean/std transfer inside the face (std ratio clamped: a bearded or
@@ -266,6 +288,31 @@ class SwapAnonymizer(Anonymizer):
         mu_o, sd_o = _lab_stats(ol, sel)
         ratio = np.clip(sd_o / sd_d, 0.6, 1.6)
         out = (dl - mu_d) * ratio + mu_o
+        return cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+    @staticmethod
+    def _match_lips(donor: np.ndarray, orig: np.ndarray, lm: np.ndarray) -> np.ndarray:
+        """The donor's lips given the original lips' mean hue and saturation (Lab a/b,
+        feathered).
+
+        Rendered donors often have saturated, lipstick-red lips, which the skin colour
+        match leaves as they are: on a man's face they read as make-up. Lip colour is
+        not what identifies a face, and keeping it keeps lipstick where there was some."""
+        hw = donor.shape[:2]
+        lips = np.zeros(hw, np.uint8)
+        cv2.fillPoly(lips, [np.round(lm[MOUTH_OUTER]).astype(np.int32)], 255)
+        cv2.fillPoly(lips, [np.round(lm[MOUTH_INNER]).astype(np.int32)], 0)
+        sel = cv2.erode(lips, np.ones((3, 3), np.uint8)) > 0
+        if sel.sum() < 20:
+            return donor
+        dl = cv2.cvtColor(donor, cv2.COLOR_BGR2LAB).astype(np.float32)
+        ol = cv2.cvtColor(orig, cv2.COLOR_BGR2LAB).astype(np.float32)
+        shift = ol[sel].mean(0) - dl[sel].mean(0)
+        # Hue and saturation only: shifting the lips' lightness too moved the mouth edges
+        # dlib finds (a t1 face's measured yaw by 5 degrees).
+        shift[0] = 0.0
+        w = cv2.GaussianBlur(lips.astype(np.float32) / 255.0, (0, 0), 1.5)[..., None]
+        out = dl + w * shift
         return cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
 
     def _shade(self, donor: np.ndarray, orig: np.ndarray, lm: np.ndarray,
@@ -327,21 +374,28 @@ class SwapAnonymizer(Anonymizer):
         dev = al - mean_lm
         mir = dev[_MIRROR] * np.array([-1.0, 1.0])
         sym = 0.5 * (dev + mir) * np.array([1.0, self.sym_y])
-        # Foreshortening of a turned face is symmetric too: fade the removal out with
-        # |yaw| so the pose is not "un-turned" (texture alone carries turned faces).
+        # Foreshortening of a turned face is symmetric too, so removing it could
+        # "un-turn" the face; ``hold_pose`` undoes that, and ``yaw_fade`` (no fade by
+        # default) can spare turned faces where the pose is not held.
         pose = ctx.face.pose or estimate_pose(ctx.face.landmarks, img.shape[:2])
+        # Frontal shape offsets do not transfer to near-profile faces (they read as a
+        # change of pitch, and the pose is not held there): both fade out past 45 degrees.
+        profile = float(np.clip((75.0 - abs(pose.yaw)) / 30.0, 0.0, 1.0))
         fade = float(np.clip(1.0 - abs(pose.yaw) / self.yaw_fade, 0.0, 1.0))
-        beta = self.own_beta * fade
-        # Frontal templates' shape offsets do not transfer to near-profile faces (they
-        # read as a change of pitch): fade them out past 45 degrees of yaw too.
-        alpha_shape = self.shape_alpha * float(np.clip((75.0 - abs(pose.yaw)) / 30.0, 0.0, 1.0))
+        beta = self.own_beta * fade * profile
+        alpha_shape = self.shape_alpha * profile
         delta = alpha_shape * (d_lm - mean_lm) - beta * sym
+        # The eyes and the mouth move vertically as wholes (their height in the face is
+        # identity) but keep their own openings, which are expression: with the vertical
+        # proportions changed too (``sym_y``), an open smile was closed.
+        for part in _RIGID_PARTS:
+            delta[part, 1] = delta[part, 1].mean()
         target = (lm + s * delta @ lin.T).astype(np.float32)
         if self.keep_pose and s > 0 and abs(pose.yaw) <= 45:
             inv = cv2.invertAffineTransform(m)
             goal = (pose.yaw - shift[0], pose.pitch - shift[1], pose.roll)
             held = hold_pose(ctx.face.landmarks, transform_points(inv, target),
-                             img.shape[:2], goal)
+                             img.shape[:2], goal, tol=self.pose_tol)
             target = transform_points(m, held).astype(np.float32)
         dst = np.vstack([target, border])
         moved = s > 0 and float(np.abs(target - lm).max()) > 0.05
@@ -374,13 +428,15 @@ class SwapAnonymizer(Anonymizer):
                 # onto bare skin: there the original stays.
                 occ = occluder_mask(donor, target, skin_lab(donor, target), self.forehead)
             donor = self._match_colour(donor, orig, sel)
+            donor = self._match_lips(donor, orig, target)
             if self.shading:
                 donor = self._shade(donor, orig, target, sel)
             if self.local_tone > 0:
                 # Off by default: it gives the donor the original's low frequencies
                 # (light, tone), which today's robust recovery also replaces with the
                 # coarse face code's — the recovered face then came out worse than the
-                # anonymised one (22.7 vs 22.9 dB on a 250 px photo).
+                # anonymised one (22.7 vs 22.9 dB on a 250 px photo). Measured over the
+                # forehead too (the hairline patch) it drew hair streaks onto the skin.
                 iod_t = float(np.linalg.norm(target[36:42].mean(0) - target[42:48].mean(0)))
                 donor = local_tone(donor, orig, sel, self.local_tone * iod_t)
             donor = match_grain(donor, orig, sel, seed=k)
@@ -477,6 +533,17 @@ class SwapAnonymizer(Anonymizer):
         p = estimate_pose(lm, img.shape[:2])
         return np.array([p.yaw - ref.yaw, p.pitch - ref.pitch])
 
+    @staticmethod
+    def _sex_flipped(img: np.ndarray, ctx: FaceContext, seen, p_male: float) -> bool:
+        """Whether a face clearly perceived as one sex (face-api, |p - 0.5| >= 0.25) is
+        now perceived as the other. The donor's sex is matched, but the result is the
+        donor's texture on the face's own outline, hair and context, and 1 in 10
+        results still read as the other sex (LFW eval, 80 faces)."""
+        if abs(p_male - 0.5) < _SEX_CLEAR:
+            return False
+        now = face_attributes(img, seen if seen is not None else ctx.face).p_male
+        return (now - 0.5) * (p_male - 0.5) < 0
+
     def _landmarker(self):
         from refacex.faces.landmarks import Dlib68Landmarker
 
@@ -517,8 +584,10 @@ class SwapAnonymizer(Anonymizer):
         safety margin of the same-person threshold, or the head pose moved by more than
         ``max_pose_error``, try the next donor in the keyed order (``max_tries``), then
         stronger settings (``ESCALATION``). A private candidate whose pose moved is
-        first re-rendered aimed against the measured change (``pose_retries``). A donor
-        that happens to resemble the person must not leave them recognisable.
+        first re-rendered aimed against the measured change (``pose_retries``), and one
+        now perceived as the other sex (face-api, ``_sex_flipped``) is kept only as a last
+        resort. A donor that happens to resemble the person must not leave them
+        recognisable.
         ``verify=False`` skips this (fast, unchecked; the shape is still pose-held)."""
         if ctx.face.landmarks is None:
             raise ValueError("swap needs the face's 68 landmarks")
@@ -549,6 +618,7 @@ class SwapAnonymizer(Anonymizer):
             seen0 is not None) else (ctx.face.pose or estimate_pose(ctx.face.landmarks,
                                                                      img.shape[:2]))
         trial = img.copy() if len(tries) > 1 else img
+        p_male = face_attributes(img, ctx.face).p_male if len(tries) > 1 else 0.5
         results: list[tuple[float, float, np.ndarray, int, dict]] = []
 
         def attempt(k: int, overrides: dict) -> bool:
@@ -571,15 +641,24 @@ class SwapAnonymizer(Anonymizer):
                 risk = self._risk(trial, ctx, original, original_dlib, seen)
                 change = self._pose_change(trial, ctx, ref_pose, seen)
                 pose_err = float(np.abs(change).max()) if np.isfinite(change).all() else np.inf
+                if risk < 0 and np.isfinite(pose_err) and self._sex_flipped(trial, ctx, seen,
+                                                                            p_male):
+                    # Private, but now read as the other sex: a last resort only.
+                    pose_err = _SEX_FLIP_PENALTY
                 results.append((risk, pose_err, roi, k, overrides))
-                if risk >= 0 or pose_err == np.inf:
+                if risk >= 0 or pose_err >= _SEX_FLIP_PENALTY:
                     return False
                 if pose_err <= self.max_pose_error:
                     return True
                 shift = shift + change
             return False
 
-        done = any(attempt(k, {}) for k in tries)
+        accepted = 0
+        for k in tries:
+            accepted += attempt(k, {})
+            if accepted >= self.best_of:
+                break
+        done = accepted > 0
         if not done and len(tries) > 1 and not any(r[0] < 0 for r in results):
             # No donor alone breaks the match: escalate, trading some gaze fidelity (donor
             # eyes blended in) and shape fidelity for privacy. The donors: two of the least
@@ -593,8 +672,12 @@ class SwapAnonymizer(Anonymizer):
                 if any(attempt(k, esc) for esc in self.ESCALATION):
                     break
         private = [r for r in results if r[0] < 0]
-        chosen = min(private, key=lambda r: r[1]) if private else min(results,
-                                                                      key=lambda r: r[0])
+        good = [r for r in private if r[1] <= self.max_pose_error]
+        if good:  # of the accepted candidates, the one furthest from the person
+            chosen = min(good, key=lambda r: r[0])
+        else:
+            chosen = min(private, key=lambda r: r[1]) if private else min(results,
+                                                                          key=lambda r: r[0])
         best = (chosen[0], chosen[2], chosen[3])
         if chosen[4]:
             ctx.info["escalated"] = chosen[4]

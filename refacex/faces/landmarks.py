@@ -10,6 +10,8 @@ points we would mostly not use.
 
 from __future__ import annotations
 
+import threading
+
 import dlib
 import numpy as np
 
@@ -44,9 +46,17 @@ class Dlib68Landmarker:
     recogniser, which aligns from it."""
 
     name = "dlib68"
+    #: One predictor per process (a 100 MB model, ~1 s to load): the analyser, the swap
+    #: and dlib's recogniser each make a landmarker, and the video engines copy the swap.
+    _shared: dlib.shape_predictor | None = None
+    _lock = threading.Lock()
 
     def __init__(self) -> None:
-        self._sp = dlib.shape_predictor(str(resolve("dlib_landmarks68")))
+        with Dlib68Landmarker._lock:
+            if Dlib68Landmarker._shared is None:
+                Dlib68Landmarker._shared = dlib.shape_predictor(
+                    str(resolve("dlib_landmarks68")))
+        self._sp = Dlib68Landmarker._shared
 
     def shape(self, rgb: np.ndarray, face: Face) -> dlib.full_object_detection:
         return self._sp(rgb, dlib_box(face))

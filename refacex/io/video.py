@@ -55,7 +55,11 @@ def _av():
         import av
     except ImportError:  # pragma: no cover - av is a dependency
         raise VideoError("video support needs PyAV (pip install av)") from None
-    av.logging.set_level(av.logging.PANIC)  # FFmpeg's own stderr chatter; errors raise
+    # No FFmpeg log callback at all (PyAV's default; errors still raise). With a level set,
+    # PyAV takes the GIL for every error FFmpeg logs, also from a frame-threaded decoder's
+    # own threads: one that logs while the main thread frees the decoder (holding the
+    # GIL) deadlocks the process — seen in ``probe`` after the threaded video engine ran.
+    av.logging.set_level(None)
     return av
 
 
@@ -308,12 +312,15 @@ class VideoWriter:
         if not self.committed:
             self.abort()
 
-    def write(self, image: np.ndarray, pts: int | None) -> None:
-        """Encode one BGR frame at ``pts`` (the input's timestamp, in its time base)."""
+    def write(self, image: np.ndarray, pts: int | None, keyframe: bool = False) -> None:
+        """Encode one BGR frame at ``pts`` (the input's timestamp, in its time base);
+        ``keyframe`` makes it an I-frame (the robust tier's code survives only there)."""
         av = _av()
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         if self.pix_fmt != "bgr24":
             frame = frame.reformat(format=self.pix_fmt)
+        if keyframe:
+            frame.pict_type = av.video.frame.PictureType.I
         if pts is None or (self._last_pts is not None and pts <= self._last_pts):
             # No timestamp (raw streams) or not increasing: continue one frame period on.
             tb = self.stream.codec_context.time_base

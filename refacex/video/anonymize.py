@@ -15,15 +15,24 @@ Data flow (frames stream through; memory is bounded by ``lookahead`` frames + on
    track missed by the detector for a few frames is blurred where it was heading
    (coasting); the lookahead is the latency a live version would have (~0.25 s);
 4. confirmed tracks get the method. For ``swap`` the keyed donor is chosen **once per
-   track**, on its first keyframe, with the full privacy verification; a few later
-   keyframes (every ``verify_every_s``, at most ``max_keyframes``) re-verify with that
-   donor first; every other frame reuses the accepted donor and settings unverified
-   (``FaceContext.donor_index``, ``verify=False``) — ~6x cheaper, and the identity
-   cannot drift;
+   track**, on its first keyframe, with the full privacy verification (at a wider SFace
+   margin, ``FIRST_MARGIN``); a few later keyframes (every ``verify_every_s``, at most
+   ``max_keyframes``) re-verify with that donor first; every other frame reuses the
+   accepted donor and settings (``FaceContext.donor_index``, ``verify=False``) — ~6x
+   cheaper, and the identity cannot drift — and gets a per-frame guard (SFace at the
+   tracked and the re-detected face) that sends a frame less private than its keyframe
+   to a full check; a donor that fails a check is blurred until a later one passes;
 5. the original pixels of every edited region go, PNG-compressed, into sealed chunks of
-   the sidecar vault (``video/vault.py``); after encoding, the output is decoded back and
-   each frame's binding goes into the sealed index; then sidecar and video are renamed
-   into place (sidecar first, like images).
+   the sidecar vault (``video/vault.py``); with ``robust_tier`` every ``robust_every_s``
+   an edited frame also carries the in-pixel face code (``video/robust.py``); after
+   encoding, the output is decoded back and each frame's binding goes into the sealed
+   index; then sidecar and video are renamed into place (sidecar first, like images).
+
+Decoding and face detection (``scan``) run a thread ahead, vault records, robust codes
+and encoding a thread behind (``video/threads.py``). ``engine_class`` swaps the
+per-frame work for the real-time engine (``video/realtime.py``), which overrides the
+hooks ``scan``, ``rescue``, ``describe``, ``backfill``, ``apply_method``, ``cover`` and
+``close``.
 """
 
 from __future__ import annotations
@@ -45,18 +54,53 @@ from refacex.anonymize.baselines import BlurAnonymizer
 from refacex.errors import OutputError
 from refacex.faces.confirm import FACE, NOT_FACE, action_for, confirmer
 from refacex.faces.detect import _detector
+from refacex.faces.types import Face
 from refacex.io.images import TEMP_SUFFIX, encode_image
 from refacex.io.video import VideoReader, VideoWriter, luma
 from refacex.payload.binding import image_binding
 from refacex.payload.format import FaceRecord, Payload, encode_payload
 from refacex.payload.keyring import SealKeys
 from refacex.pipeline import LOW_FLOOR, analyzer
+from refacex.video import robust as video_robust
 from refacex.video import vault
+from refacex.video.threads import Prefetch, Sink
 from refacex.video.track import Observation, Tracker
 
+#: SFace margin of the donor choice on a track's first keyframe (a photo's is the swap's
+#: ``verify_margin``, 0.08): the one donor must stay private through the track's other
+#: poses and scales. On the 640x480 astronaut clip, donors chosen at 0.08 fell back to
+#: blur at a later keyframe under one key of two; at 0.15 neither did
+#: (docs/benchmarks.md, "Video").
+FIRST_MARGIN = 0.15
+#: The per-frame guard's bar (risk, SFace similarity over the swap's threshold minus
+#: margin): keyframes accept only risk < 0; a frame may be this much worse (detector
+#: jitter from frame to frame) before it gets a full check. Half the margin at most.
+GUARD_SLACK = 0.03
 #: Smallest face (detector box width, px) that gets the swap; smaller ones are blurred
 #: (the donor crop would be upsampled mush, and the verification is unreliable there).
 MIN_SWAP_PX = 32
+
+
+@dataclass
+class Region:
+    """One edited face region of a frame: what the vault stores and the robust code
+    describes."""
+
+    index: int  # the face's place among the frame's observations
+    face: Face
+    matrix: np.ndarray  # image -> 256 px canonical crop
+    rect: tuple[int, int, int, int]  # x, y, w, h of the edit region
+
+
+def vault_records(img: np.ndarray, regions: list[Region]) -> list[FaceRecord]:
+    """The vault's records of one frame: each region's original pixels, PNG."""
+    out = []
+    for r in regions:
+        x, y, w, h = r.rect
+        out.append(FaceRecord(index=r.index, affine=r.matrix, crop_size=256, rect=r.rect,
+                              codec="png", data=encode_image(img[y:y + h, x:x + w], ".png",
+                                                             fast_png=True)))
+    return out
 
 
 @dataclass
@@ -71,6 +115,7 @@ class TrackReport:
     keyframes: list[int] = field(default_factory=list)
     privacy_risk: float | None = None
     guard_trips: int = 0  # frames the per-frame guard sent to a full check
+    first_method_frame: int | None = None  # its first frame with the method (not blur)
 
 
 @dataclass
@@ -83,6 +128,8 @@ class VideoResult:
     edited_regions: int
     timings_s: dict[str, float] = field(default_factory=dict)
     reidentified: int = 0
+    robust_frames: int = 0  # robust keyframes that carry a face code
+    robust_bytes: int = 0  # their payload bytes, all together
 
     @property
     def summary(self) -> dict:
@@ -156,16 +203,20 @@ class VideoAnonymizer:
     def __init__(self, keys: SealKeys, method: str = "swap", strength: float = 1.0,
                  method_options: dict | None = None, low_confidence: str = "blur",
                  fps: float = 25.0, min_frames: int = 4, lookahead: int = 6,
-                 verify_every_s: float = 2.0, max_keyframes: int = 6) -> None:
+                 verify_every_s: float = 2.0, max_keyframes: int = 6,
+                 retry_every_s: float = 0.5, max_retries: int = 8,
+                 first_margin: float = FIRST_MARGIN) -> None:
         action_for(NOT_FACE, low_confidence)  # validates the policy before any work
         self.keys, self.method, self.low_confidence = keys, method, low_confidence
         self.anonymizer = get_method(method, strength=strength, **(method_options or {}))
         self.is_swap = method == "swap"
         self.verify = bool(getattr(self.anonymizer, "verify", False))
-        self.fast = self.anonymizer
+        self.fast = self.chooser = self.anonymizer
         if self.is_swap:
             self.fast = copy.copy(self.anonymizer)
             self.fast.verify = False
+            self.chooser = copy.copy(self.anonymizer)
+            self.chooser.verify_margin = max(first_margin, self.anonymizer.verify_margin)
         self.blur = BlurAnonymizer()
         self.tracker = Tracker(fps=fps)
         self.fps = fps
@@ -173,21 +224,53 @@ class VideoAnonymizer:
         self.lookahead = max(self.min_frames - 1, lookahead)
         self.verify_every = max(1, int(round(verify_every_s * fps)))
         self.max_keyframes = max_keyframes
+        self.retry_every = max(1, int(round(retry_every_s * fps)))
+        self.max_retries = max_retries
         self.detector = _detector(LOW_FLOOR)
         self.judge = confirmer()
         self.fa = analyzer()
         self.counts: dict[int, list[int]] = {}  # track id -> [method frames, blurred]
+        self.first_method: dict[int, int] = {}  # track id -> first frame with the method
+        self.scanned: dict[int, list[Face]] = {}  # frame -> ``prescan``'s detections
         #: An unconfirmed (plausible) track gets a new second opinion this often (frames):
         #: it may become a face as it turns or grows, but not every frame's worth of cost.
         self.rejudge_every = max(1, int(round(fps / 5)))
 
     # ---------------------------------------------------------------- analysis
+    def scan(self, img: np.ndarray, index: int) -> list[Face]:
+        """Every face of the frame (YuNet at full resolution, down to ``LOW_FLOOR``).
+        Depends on the frame alone, so the driver runs it in the decoder's thread
+        (``prescan``), overlapping the previous frame's analysis."""
+        return self.detector.detect(img)
+
+    def prescan(self, img: np.ndarray, index: int) -> None:
+        """``scan`` ahead of ``analyse`` (called from the decoder's thread)."""
+        self.scanned[index] = self.scan(img, index)
+
+    def rescue(self, img: np.ndarray, dets: list[Face]) -> list[Face]:
+        """Hook: detections the scan missed, found with what the tracks know (the
+        real-time engine looks again at full resolution where a track was lost)."""
+        return dets
+
+    def describe(self, img: np.ndarray, face: Face) -> None:
+        """Fill the 68 landmarks the methods and masks need (dlib, per frame)."""
+        self.fa.describe(img, face, landmarks=True, pose=False)
+
+    def backfill(self, pending: deque, index: int) -> None:
+        """Hook for engines that detect less than every frame at full resolution: cover
+        a track born in frame ``index`` in the frames still waiting in ``pending``. This
+        engine detects every frame at full resolution: nothing to do."""
+
+    def close(self) -> None:
+        """Release what the engine holds beyond the run (worker threads); idempotent."""
+
     def analyse(self, img: np.ndarray, index: int, t: float) -> list[Observation]:
         """Detect, associate, judge and smooth the faces of one frame."""
         from refacex.faces.recognizers import get_recognizer
 
         tr = self.tracker
-        dets = self.detector.detect(img)
+        dets = self.scanned.pop(index, None)
+        dets = self.rescue(img, self.scan(img, index) if dets is None else dets)
         matched, _unmatched = tr.associate(dets)
         obs: list[Observation] = []
         seen: set[int] = set()
@@ -202,7 +285,7 @@ class VideoAnonymizer:
                     track.judged_at = index
             if verdict == NOT_FACE:
                 continue
-            self.fa.describe(img, d, landmarks=True, pose=False)
+            self.describe(img, d)
             if track is None:
                 emb = get_recognizer("sface").embed(img, d)
                 track = tr.reidentify(emb, index) or tr.new_track(d, index, t, verdict)
@@ -230,9 +313,14 @@ class VideoAnonymizer:
         frame; then when the face has changed enough that the first check no longer
         speaks for it (grown or shrunk by 20 %, or no longer cut by the frame edge: a
         half face verified private says little about the whole face), or every
-        ``verify_every`` frames, at most ``max_keyframes`` times in all."""
+        ``verify_every`` frames, at most ``max_keyframes`` times in all. A track blurred
+        because its donor was not private at the last check is checked again every
+        ``retry_every`` frames (the face may have turned back), ``max_retries`` times."""
         if not track.keyframes:
             return True
+        if track.fallback_blur:
+            return (index - track.keyframes[-1] >= self.retry_every
+                    and track.retries < self.max_retries)
         if len(track.keyframes) >= self.max_keyframes:
             return False
         w = float(face.box[2])
@@ -241,53 +329,76 @@ class VideoAnonymizer:
         return (ratio > 1.2 or ratio < 1 / 1.2 or (whole and not track.key_whole)
                 or index - track.keyframes[-1] >= self.verify_every)
 
-    def _swap(self, out: np.ndarray, ctx: FaceContext, ob: Observation, index: int) -> None:
+    def _swap(self, out: np.ndarray, ctx: FaceContext, ob: Observation, index: int) -> str:
+        """Swap one face of a confirmed track; returns what was done: "method" | "blur"."""
         track = ob.track
         img = out.copy()
         if self._due(track, ob.face, index, out.shape):
+            if track.fallback_blur:
+                track.retries += 1
             track.keyframes.append(index)
             track.key_width, track.key_whole = float(ob.face.box[2]), _inside(ob.face.box,
                                                                                out.shape)
             if track.donor_index is None:
-                self._first_keyframe(out, ctx, track)
-                return
-            self._reverify(out, img, ctx, track)
-            return
+                return self._first_keyframe(out, ctx, track)
+            return self._reverify(out, img, ctx, track)
         self._render(out, ctx, track, track.overrides)
         if track.fallback_blur:
             self.blur.apply(out, ctx)
-        elif self.verify and not self._guard(out, img, ctx):
-            # The cheap guard says this frame is not private (the face turned, grew or
-            # changed light since the keyframe): a full keyframe check here, out of turn.
+            return "blur"
+        if self.verify and self._guard(out, img, ctx) > GUARD_SLACK:
+            # The guard says this frame is less private than its keyframe had to be (the
+            # face turned, grew or changed light since): a full keyframe check here, out
+            # of turn.
             track.keyframes.append(index)
             track.guard_trips += 1
             out[...] = img
-            self._reverify(out, img, ctx, track)
+            return self._reverify(out, img, ctx, track)
+        return "method"
 
-    def _guard(self, out: np.ndarray, original: np.ndarray, ctx: FaceContext) -> bool:
-        """Every non-keyframe: SFace on the result at the face's own landmarks against
-        the original, at the swap's margin (two SFace runs, ~20 ms; the keyframe check
-        adds re-detection, dlib and pose). True = private."""
+    def _risk(self, out: np.ndarray, ctx: FaceContext, own: np.ndarray) -> float:
+        """How close the swapped face in ``out`` still is to the original (SFace
+        embedding ``own``), measured as the swap measures it on a photo: at the tracked
+        face and at the face re-detected in ``out``, the worse of the two
+        (``SwapAnonymizer._attacker_similarity``); < 0 is private with the swap's margin.
+        The re-detection matters: the donor's texture moves the points a detector finds,
+        and at those points a face measured 0.385 where the tracked points said 0.29."""
         from refacex.faces.recognizers import get_recognizer
 
         sface = get_recognizer("sface")
+        seen = self.anonymizer._redetect(out, ctx)
+        return self.anonymizer._attacker_similarity(out, ctx, own, seen) - (
+            sface.threshold - self.anonymizer.verify_margin)
+
+    def _guard(self, out: np.ndarray, original: np.ndarray, ctx: FaceContext) -> float:
+        """Every non-keyframe: ``_risk`` of the result against this frame's original
+        (re-detection and three SFace runs, ~20-60 ms; the keyframe check adds dlib, pose
+        and the escalation ladder). Over ``GUARD_SLACK``: a full check."""
+        from refacex.faces.recognizers import get_recognizer
+
         face = copy.copy(ctx.face)
         face.embeddings = {}
-        sim = sface.similarity(sface.embed(original, face), sface.embed(out, face))
-        return sim < sface.threshold - self.anonymizer.verify_margin
+        return self._risk(out, ctx, get_recognizer("sface").embed(original, face))
 
-    def _first_keyframe(self, out: np.ndarray, ctx: FaceContext, track) -> None:
+    def _first_keyframe(self, out: np.ndarray, ctx: FaceContext, track) -> str:
         """The swap's own choice and verification: the keyed donor for the whole track."""
-        self.anonymizer.apply(out, ctx)  # verified (unless --no-verify)
+        self.chooser.apply(out, ctx)  # verified (unless --no-verify), wider margin
         donor = ctx.info.get("donor")
         if donor is not None:
             track.donor_index = list(self.anonymizer.bank.ids).index(donor)
             track.donors_seen.append(donor)
         track.overrides = dict(ctx.info.get("escalated") or {})
-        track.fallback_blur = ctx.info.get("fallback") == "blur"
-        self._note_risk(track, ctx.info.get("privacy_risk"))
+        risk = self._chooser_risk(ctx)
+        self._note_risk(track, risk)
+        # As strict as the later keyframes (``_reverify``): a result the chooser kept
+        # inside its own margin for want of a private one is blurred, and checked again.
+        track.fallback_blur = ctx.info.get("fallback") == "blur" or (
+            risk is not None and risk >= 0)
+        if track.fallback_blur and ctx.info.get("fallback") != "blur":
+            self.blur.apply(out, ctx)
         if "sface" in ctx.face.embeddings:
             track.embedding = ctx.face.embeddings["sface"]
+        return "blur" if track.fallback_blur else "method"
 
     def _render(self, out: np.ndarray, ctx: FaceContext, track, overrides: dict) -> None:
         """The track's donor with the accepted settings, unverified (cheap)."""
@@ -301,44 +412,65 @@ class VideoAnonymizer:
             ctx.face.embeddings.setdefault("sface", track.embedding)
         variant.apply(out, ctx)
 
-    def _reverify(self, out: np.ndarray, original: np.ndarray, ctx: FaceContext,
-                  track) -> None:
-        """A later keyframe: the track's donor again (one identity per person), checked
-        as an attacker would (SFace on the re-detected result, the swap's margin); not
-        private -> up the swap's escalation ladder with the same donor; still not ->
-        this track is blurred from here on (never a second donor, never a leak)."""
+    def _ladder(self, original: np.ndarray, ctx: FaceContext, start: dict, render
+                ) -> tuple[float, dict, np.ndarray]:
+        """The track's donor up the swap's escalation ladder from its accepted settings
+        ``start``: ``render(trial, overrides)`` draws it into a copy of ``original``, and
+        each result is checked as an attacker would (SFace against the original, at the
+        tracked and at the re-detected face, the worse of the two, as the swap's own
+        ``_attacker_similarity``). The first private setting, else the least
+        risky one: (risk, its settings, its image); risk < 0 is private with margin."""
         from refacex.faces.recognizers import get_recognizer
 
+        own = get_recognizer("sface").embed(original, ctx.face)
+        best: tuple[float, dict, np.ndarray] | None = None
+        for overrides in [start] + [e for e in self.anonymizer.ESCALATION if e != start]:
+            trial = original.copy()
+            render(trial, overrides)
+            risk = self._risk(trial, ctx, own)
+            if best is None or risk < best[0]:
+                best = (risk, dict(overrides), trial)
+            if risk < 0:
+                break
+        assert best is not None
+        return best
+
+    def _reverify(self, out: np.ndarray, original: np.ndarray, ctx: FaceContext,
+                  track) -> str:
+        """A later keyframe: the track's donor again (one identity per person), up the
+        escalation ladder if it is not private (``_ladder``). Stricter than the swap's
+        check on a photo, which keeps the least risky result unless a recogniser matches
+        it at its own threshold: a video shows the face again 25 times a second, each
+        frame a new measurement, and results kept inside the margin let single frames
+        cross the threshold. So only a result private with the margin is kept, else
+        this face is blurred until a later keyframe (``retry_every``) finds the donor
+        private again: never a second donor, never a leak. Returns "method" | "blur".
+        """
         if not self.verify:
             self._render(out, ctx, track, track.overrides)
-            return
-        sface = get_recognizer("sface")
-        face = ctx.face
-        own = face.embeddings.get("sface")
-        if own is None or own is track.embedding:
-            own = sface.embed(original, face)
-        limit = sface.threshold - self.anonymizer.verify_margin
-        ladder = [track.overrides] + [e for e in self.anonymizer.ESCALATION
-                                      if e != track.overrides]
-        x, y, w, h = ctx.rect
-        for overrides in ladder:
-            trial = original.copy()
-            self._render(trial, ctx, track, overrides)
-            seen = self.anonymizer._redetect(trial, ctx)
-            sim = sface.similarity(own, sface.embed(trial, seen if seen is not None
-                                                    else face))
-            risk = sim - limit
-            if risk < 0:
-                out[y:y + h, x:x + w] = trial[y:y + h, x:x + w]
-                track.overrides = dict(overrides)
-                self._note_risk(track, risk)
-                if track.fallback_blur:
-                    self.blur.apply(out, ctx)
-                return
-        self._render(out, ctx, track, track.overrides)
-        self.blur.apply(out, ctx)
-        track.fallback_blur = True
+            track.fallback_blur = False
+            return "method"
+        risk, overrides, trial = self._ladder(
+            original, ctx, track.overrides,
+            lambda im, ov: self._render(im, ctx, track, ov))
         self._note_risk(track, risk)
+        x, y, w, h = ctx.rect
+        out[y:y + h, x:x + w] = trial[y:y + h, x:x + w]
+        if risk >= 0:
+            self.blur.apply(out, ctx)
+            track.fallback_blur = True
+            return "blur"
+        track.overrides = overrides
+        track.fallback_blur = False
+        return "method"
+
+    def _chooser_risk(self, ctx: FaceContext) -> float | None:
+        """The first keyframe's risk (``chooser``, wider margin) on the common scale (the
+        swap's own margin), like every later check's."""
+        risk = ctx.info.get("privacy_risk")
+        if risk is None:
+            return None
+        return float(risk) - (self.chooser.verify_margin - self.anonymizer.verify_margin)
 
     @staticmethod
     def _note_risk(track, risk: float | None) -> None:
@@ -346,11 +478,32 @@ class VideoAnonymizer:
             r = round(float(risk), 3)
             track.privacy_risk = r if track.privacy_risk is None else max(track.privacy_risk, r)
 
+    def apply_method(self, out: np.ndarray, ctx: FaceContext, ob: Observation,
+                     index: int) -> str:
+        """The method on one face of a confirmed track, in place; returns what was done:
+        "method", or "blur" where the method could not be applied safely here."""
+        if self.is_swap:
+            return self._swap(out, ctx, ob, index)
+        self.anonymizer.apply(out, ctx)
+        return "method"
+
+    def cover(self, out: np.ndarray, ctx: FaceContext) -> None:
+        """Blur one face that does not get the method (short, small, unconfirmed, coasting)."""
+        self.blur.apply(out, ctx)
+
     def edit(self, img: np.ndarray, obs: list[Observation], index: int
              ) -> tuple[np.ndarray, list[FaceRecord]]:
         """Apply the per-track decisions to one frame; (edited frame, vault records)."""
+        out, regions = self.edit_regions(img, obs, index)
+        return out, vault_records(img, regions)
+
+    def edit_regions(self, img: np.ndarray, obs: list[Observation], index: int
+                     ) -> tuple[np.ndarray, list[Region]]:
+        """Apply the per-track decisions to one frame; (edited frame, edited regions).
+        The regions' original pixels are the vault's (``vault_records``, which the
+        threaded writer runs off the anonymiser's thread)."""
         out = img.copy()
-        records: list[FaceRecord] = []
+        regions: list[Region] = []
         for i, ob in enumerate(obs):
             act = self._action(ob)
             if act == "leave":
@@ -360,19 +513,14 @@ class VideoAnonymizer:
             if w <= 0 or h <= 0:
                 continue
             c = self.counts.setdefault(ob.track.id, [0, 0])
-            if act == "method":
-                if self.is_swap:
-                    self._swap(out, ctx, ob, index)
-                else:
-                    self.anonymizer.apply(out, ctx)
-                c[0] += 1
-            else:
-                self.blur.apply(out, ctx)
-                c[1] += 1
-            records.append(FaceRecord(index=i, affine=ctx.matrix, crop_size=256,
-                                      rect=ctx.rect, codec="png",
-                                      data=encode_image(img[y:y + h, x:x + w], ".png")))
-        return out, records
+            done = self.apply_method(out, ctx, ob, index) if act == "method" else "blur"
+            if act != "method":
+                self.cover(out, ctx)
+            c[0 if done == "method" else 1] += 1
+            if done == "method":
+                self.first_method.setdefault(ob.track.id, index)
+            regions.append(Region(i, ob.face, ctx.matrix, ctx.rect))
+        return out, regions
 
     def reports(self) -> list[TrackReport]:
         out = []
@@ -382,7 +530,7 @@ class VideoAnonymizer:
                 continue
             out.append(TrackReport(tr.id, tr.first_frame, tr.last_frame, m, b, tr.verdict,
                                    list(tr.donors_seen), list(tr.keyframes), tr.privacy_risk,
-                                   tr.guard_trips))
+                                   tr.guard_trips, self.first_method.get(tr.id)))
         return out
 
 
@@ -390,55 +538,92 @@ def anonymize_video(src: str | os.PathLike[str], dest: str | os.PathLike[str],
                     keys: SealKeys, method: str = "swap", strength: float = 1.0,
                     method_options: dict | None = None, low_confidence: str = "blur",
                     codec: str | None = None, crf: int = 20, vault_tier: bool = True,
-                    progress=None, **engine: object) -> VideoResult:
+                    progress=None, robust_tier: bool = False,
+                    robust_every_s: float = video_robust.EVERY_S,
+                    engine_class: type[VideoAnonymizer] | None = None,
+                    **engine: object) -> VideoResult:
     """Anonymise the video ``src`` into ``dest`` (+ ``dest.refacex``, the sealed vault).
 
     Nothing is at ``dest`` until both files are complete; any error leaves no output.
-    ``engine`` options go to ``VideoAnonymizer`` (``min_frames``, ``lookahead``, ...).
+    ``robust_tier``: also the in-pixel face code every ``robust_every_s`` seconds
+    (``video/robust.py``). ``engine_class`` (default ``VideoAnonymizer``; the real-time
+    one is ``video.realtime.RealtimeAnonymizer``) gets the ``engine`` options
+    (``min_frames``, ``lookahead``, ...).
+
+    Decoding runs one thread ahead and encoding (with the vault's PNGs and the robust
+    code) one thread behind the anonymiser (``video/threads.py``).
     """
     src, dest = Path(src), Path(dest)
     t_start = time.perf_counter()
-    timings = {"analyse": 0.0, "edit": 0.0, "encode": 0.0, "bind": 0.0}
+    timings = {"analyse": 0.0, "edit": 0.0, "encode": 0.0, "robust": 0.0, "bind": 0.0}
+    robust_stats = {"frames": 0, "bytes": 0}
     with VideoReader(src) as reader:
         info = reader.info
         fps = float(info.rate) if info.rate else 25.0
-        engine_ = VideoAnonymizer(keys, method, strength, method_options, low_confidence,
-                                  fps=fps, **engine)  # type: ignore[arg-type]
+        engine_ = (engine_class or VideoAnonymizer)(
+            keys, method, strength, method_options, low_confidence, fps=fps,
+            **engine)  # type: ignore[arg-type]
+        robust_every = video_robust.keyframe_every(fps, robust_every_s) if robust_tier else 0
         writer = VideoWriter(dest, info, reader.audio, codec=codec, crf=crf)
         try:
             chunks = (_Chunks(dest, keys, (info.width, info.height), method)
                       if vault_tier else None)
         except BaseException:
             writer.abort()
+            engine_.close()
             raise
         rects: list[list[tuple[int, int, int, int]]] = []
-        regions = 0
+
+        def consume(item: tuple) -> None:
+            """Writer thread: robust code, vault records, encoding (in frame order)."""
+            t0 = time.perf_counter()
+            if item[0] == "audio":
+                writer.write_audio(item[1])
+                return
+            _, frame, out, regions = item
+            key = bool(robust_every) and frame.index % robust_every == 0 and bool(regions)
+            if key:
+                t1 = time.perf_counter()
+                out, nbytes, _coded = video_robust.embed_frame(
+                    out, frame.image, [(r.index, r.face) for r in regions], keys)
+                robust_stats["frames"] += nbytes > 0
+                robust_stats["bytes"] += nbytes
+                timings["robust"] += time.perf_counter() - t1
+            if chunks is not None:
+                chunks.add(frame.index, vault_records(frame.image, regions))
+            writer.write(out, frame.pts, keyframe=key)
+            timings["encode"] += time.perf_counter() - t0
+
+        def decode():
+            """The decoder thread: frames, each scanned for faces (``prescan``)."""
+            for kind, item in reader.packets():
+                if kind == "frame":
+                    engine_.prescan(item.image, item.index)
+                yield kind, item
+
+        sink = Sink(consume)
+        decoder = Prefetch(decode())
         try:
             pending: deque = deque()
 
             def emit(item) -> None:
-                nonlocal regions
                 frame, obs = item
                 t0 = time.perf_counter()
-                out, records = engine_.edit(frame.image, obs, frame.index)
+                out, regions = engine_.edit_regions(frame.image, obs, frame.index)
                 timings["edit"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                writer.write(out, frame.pts)
-                timings["encode"] += time.perf_counter() - t0
-                rects.append([r.rect for r in records])
-                regions += len(records)
-                if chunks is not None:
-                    chunks.add(frame.index, records)
+                rects.append([r.rect for r in regions])
+                sink.put(("frame", frame, out, regions))
                 if progress is not None:
                     progress(frame.index)
 
-            for kind, item in reader.packets():
+            for kind, item in decoder:
                 if kind == "audio":
-                    writer.write_audio(item)
+                    sink.put(("audio", item))
                     continue
                 t0 = time.perf_counter()
                 t = item.time if item.time is not None else item.index / fps
                 obs = engine_.analyse(item.image, item.index, float(t))
+                engine_.backfill(pending, item.index)
                 timings["analyse"] += time.perf_counter() - t0
                 item.av_frame = None  # keep only the pixels while the frame waits
                 pending.append((item, obs))
@@ -446,6 +631,7 @@ def anonymize_video(src: str | os.PathLike[str], dest: str | os.PathLike[str],
                     emit(pending.popleft())
             while pending:
                 emit(pending.popleft())
+            sink.finish()
             t0 = time.perf_counter()
             tmp = writer.finish()
             timings["encode"] += time.perf_counter() - t0
@@ -460,17 +646,22 @@ def anonymize_video(src: str | os.PathLike[str], dest: str | os.PathLike[str],
                 os.replace(chunks.tmp, side)
             writer.commit()
         except BaseException:
+            sink.abort()
             writer.abort()
             if chunks is not None:
                 chunks.abort()
             raise
+        finally:
+            decoder.close()
+            engine_.close()
     n = len(rects)
     elapsed = time.perf_counter() - t_start
     timings["total"] = elapsed
     return VideoResult(dest, side, n, n / elapsed if elapsed > 0 else 0.0,
-                       engine_.reports(), regions,
+                       engine_.reports(), sum(len(r) for r in rects),
                        {k: round(v, 3) for k, v in timings.items()},
-                       engine_.tracker.reidentified)
+                       engine_.tracker.reidentified, robust_stats["frames"],
+                       robust_stats["bytes"])
 
 
 def _inside(box: np.ndarray, shape: tuple[int, ...], margin: float = 0.05) -> bool:

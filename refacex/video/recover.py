@@ -10,6 +10,10 @@ index opens with the key and comes from a trusted site, every chunk is present, 
 video and in order, and every decoded frame matches its binding. Any failure is an error
 for the whole video and no output is written (a half-restored video would be mistaken
 for the original).
+
+Without a usable vault (lost sidecar, re-encoded copy, ...) the video is restored from
+the robust keyframe codes in its pixels, if it was anonymised with them
+(``video/robust.py``): approximate faces, said in the result's ``tier`` and notes.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from refacex.errors import BindingError, PayloadError
+from refacex.errors import BindingError, NoPayloadError, PayloadError
 from refacex.io.video import VideoReader, VideoWriter, luma
 from refacex.payload.binding import BINDING_LEN, image_binding
 from refacex.payload.format import Payload, decode_payload
 from refacex.payload.keyring import OpenKeys
 from refacex.recover import _check_provenance, _vault_patch
+from refacex.video import robust as video_robust
 from refacex.video import vault
 
 
@@ -34,6 +39,8 @@ class VideoRecoverResult:
     frames: int
     regions: int
     notes: list[str] = field(default_factory=list)
+    tier: str = "vault"  # "vault" | "robust" (the in-pixel keyframe codes)
+    keyframes: list[int] = field(default_factory=list)  # robust: frames whose code opened
 
 
 def _open(blob: bytes, keys: OpenKeys, notes: list[str], kind: str) -> Payload:
@@ -55,8 +62,33 @@ def recover_video(src: str | os.PathLike[str], dest: str | os.PathLike[str],
                   keys: OpenKeys, sidecar: str | os.PathLike[str] | None = None,
                   codec: str | None = None, crf: int = 18, mode: int = 0o600
                   ) -> VideoRecoverResult:
-    """Restore ``src`` (its vault: ``sidecar``, default ``src.refacex``) into ``dest``."""
-    src, dest = Path(src), Path(dest)
+    """Restore ``src`` (its vault: ``sidecar``, default ``src.refacex``) into ``dest``.
+
+    Like a photo: the vault when it is there and fits this very video; otherwise (missing,
+    from another or a re-encoded video, wrong key, damaged) the robust keyframe codes
+    in the pixels (``video/robust.py``; videos anonymised with ``robust_tier``), with a
+    note saying why. Without those either, the vault's error is raised (its class is
+    the finding: wrong key, tampered, missing...)."""
+    try:
+        return _recover_from_vault(Path(src), Path(dest), keys, sidecar, codec, crf, mode)
+    except PayloadError as exc:
+        vault_error = exc
+    try:
+        rob = video_robust.recover_robust(src, dest, keys, codec, crf, mode)
+    except PayloadError as exc:
+        if isinstance(exc, NoPayloadError):
+            raise type(vault_error)(f"{vault_error} (and no robust code to fall back on)"
+                                    ) from None
+        raise type(exc)(f"{exc}; the vault was not usable either ({vault_error})") from None
+    return VideoRecoverResult(Path(dest), rob.frames, rob.regions,
+                              [f"vault not used: {vault_error}; restored from the robust "
+                               f"keyframe codes"] + rob.notes, "robust", rob.keyframes)
+
+
+def _recover_from_vault(src: Path, dest: Path, keys: OpenKeys,
+                        sidecar: str | os.PathLike[str] | None, codec: str | None, crf: int,
+                        mode: int) -> VideoRecoverResult:
+    """The vault route of ``recover_video`` (exact regions)."""
     records = vault.read_records(sidecar or vault.sidecar_path(src))
     notes: list[str] = []
     index = _open(records[-1], keys, notes, "video-index")

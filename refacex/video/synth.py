@@ -19,21 +19,25 @@ import numpy as np
 
 def camera_frames(photo: np.ndarray, n: int, size: tuple[int, int] = (320, 240),
                   intruder: np.ndarray | None = None, enter_at: int | None = None,
-                  zoom: float = 0.25, pan: float = 0.12) -> list[np.ndarray]:
+                  zoom: float = 0.25, pan: float = 0.12,
+                  centre: tuple[float, float] = (0.5, 0.5), window: float = 0.9
+                  ) -> list[np.ndarray]:
     """``n`` BGR frames of ``size`` (w, h): a crop window panning and zooming over
     ``photo``; from frame ``enter_at`` on, ``intruder`` (a face photo) slides in from the
-    right edge and stops with its face fully in view."""
+    right edge and stops with its face fully in view. The window starts at ``window`` of
+    the largest one the photo allows, centred at ``centre`` (fractions of the photo's
+    width and height), and shrinks by ``zoom`` over the clip."""
     w, h = size
     ph, pw = photo.shape[:2]
     aspect = w / h
-    base_w = min(pw, ph * aspect) * 0.9
+    base_w = min(pw, ph * aspect) * window
     frames = []
     for i in range(n):
         t = i / max(1, n - 1)
         cw = base_w * (1.0 - zoom * t)
         ch = cw / aspect
-        cx = pw / 2 + pan * pw * np.sin(2 * np.pi * t) * 0.5
-        cy = ph / 2 + pan * ph * np.cos(2 * np.pi * t) * 0.25
+        cx = centre[0] * pw + pan * pw * np.sin(2 * np.pi * t) * 0.5
+        cy = centre[1] * ph + pan * ph * np.cos(2 * np.pi * t) * 0.25
         x0 = float(np.clip(cx - cw / 2, 0, pw - cw))
         y0 = float(np.clip(cy - ch / 2, 0, ph - ch))
         m = np.array([[w / cw, 0, -x0 * w / cw], [0, h / ch, -y0 * h / ch]], np.float64)
@@ -52,6 +56,27 @@ def camera_frames(photo: np.ndarray, n: int, size: tuple[int, int] = (320, 240),
                 frame[top:top + ih, left:left + vis] = small[:, :vis]
         frames.append(frame)
     return frames
+
+
+#: Scenes over the bundled sample photos (``refacex.models.resolve`` names): photo, the
+#: crop window's centre and size (``camera_frames``), zoom. "one": the astronaut, her face
+#: whole in every frame; "three": three of the six people of the ``t1`` group photo.
+SCENES: dict[str, tuple[str, tuple[float, float], float, float]] = {
+    "one": ("astronaut", (0.45, 0.34), 0.9, 0.2),
+    "three": ("t1", (0.434, 0.36), 0.62, 0.08),
+}
+
+
+def scene_frames(name: str, n: int, size: tuple[int, int] = (640, 480),
+                 intruder: np.ndarray | None = None, enter_at: int | None = None
+                 ) -> list[np.ndarray]:
+    """``camera_frames`` of one of ``SCENES``."""
+    from refacex.io.images import read_image
+    from refacex.models import resolve
+
+    photo, centre, window, zoom = SCENES[name]
+    return camera_frames(read_image(resolve(photo)), n, size, intruder, enter_at, zoom=zoom,
+                         centre=centre, window=window)
 
 
 def write_clip(path: str | os.PathLike[str], frames: list[np.ndarray], fps: int = 24,

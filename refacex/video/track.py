@@ -95,6 +95,7 @@ class Track:
     key_width: float = 0.0  # face width at the last keyframe
     key_whole: bool = False  # was the face whole in the frame at the last keyframe
     guard_trips: int = 0
+    retries: int = 0  # keyframes spent re-checking a donor that was not private
     donors_seen: list[str] = field(default_factory=list)
     privacy_risk: float | None = None
 
