@@ -137,9 +137,8 @@ def _recover_from_vault(src: Path, dest: Path, keys: OpenKeys,
             raise BindingError(f"video vault is for {index.image_size[0]}x"
                                f"{index.image_size[1]} frames, this video is "
                                f"{info.width}x{info.height} (re-encoded or resized?)")
-        writer = VideoWriter(dest, info, reader.audio, codec=codec, crf=crf,
-                             lossless=codec is None, mode=mode)
-        try:
+        with VideoWriter(dest, info, reader.audio, codec=codec, crf=crf,
+                         lossless=codec is None, mode=mode) as writer:
             n = 0
             for kind, item in reader.packets():
                 if kind == "audio":
@@ -165,9 +164,6 @@ def _recover_from_vault(src: Path, dest: Path, keys: OpenKeys,
                 raise BindingError(f"video has {n} frames, its vault {n_frames} (truncated?)")
             writer.finish()
             writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
     return VideoRecoverResult(dest, n, regions, notes)
 
 

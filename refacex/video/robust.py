@@ -190,9 +190,8 @@ def recover_robust(src: str | os.PathLike[str], dest: str | os.PathLike[str],
         info = reader.info
         fps = float(info.rate) if info.rate else 25.0
         scan = max(1, int(round(SCAN_S * fps)))
-        writer = VideoWriter(dest, info, reader.audio, codec=codec_name, crf=crf,
-                             lossless=codec_name is None, mode=mode)
-        try:
+        with VideoWriter(dest, info, reader.audio, codec=codec_name, crf=crf,
+                         lossless=codec_name is None, mode=mode) as writer:
             carried: list[_Carried] = []
             prev: np.ndarray | None = None
             for kind, item in reader.packets():
@@ -220,7 +219,4 @@ def recover_robust(src: str | os.PathLike[str], dest: str | os.PathLike[str],
                 raise NoPayloadError(f"{src}: no robust code found in the video")
             writer.finish()
             writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
     return res
