@@ -184,8 +184,6 @@ class SwapAnonymizer(Anonymizer):
     ``max_pose_error`` / ``pose_retries``: the verified yaw/pitch tolerance (degrees),
     and how often a private candidate that misses it is re-rendered aimed against the
     measured change.
-    ``best_of``: how many accepted (private, pose-keeping) donors to render before
-    choosing the one furthest from the person; 1 takes the first.
     """
 
     name = "swap"
@@ -209,8 +207,7 @@ class SwapAnonymizer(Anonymizer):
                  verify_margin: float = 0.08, max_tries: int = 10,
                  verify_dlib: bool = True, verify_margin_dlib: float = 0.05,
                  max_pose_error: float = 4.0, keep_pose: bool = True,
-                 pose_retries: int = 2, best_of: int = 1, donors: str = "gan",
-                 occlusion: bool = True,
+                 pose_retries: int = 2, donors: str = "gan", occlusion: bool = True,
                  quality: bool = False, local_tone: float = 0.0) -> None:
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength must be in [0, 1], got {strength}")
@@ -235,7 +232,6 @@ class SwapAnonymizer(Anonymizer):
         self.max_pose_error = float(max_pose_error)
         self.keep_pose = keep_pose
         self.pose_retries = int(pose_retries)
-        self.best_of = max(1, int(best_of))
         self.donors = donors
         self.occlusion = occlusion
         self.quality = quality
@@ -653,12 +649,7 @@ class SwapAnonymizer(Anonymizer):
                 shift = shift + change
             return False
 
-        accepted = 0
-        for k in tries:
-            accepted += attempt(k, {})
-            if accepted >= self.best_of:
-                break
-        done = accepted > 0
+        done = any(attempt(k, {}) for k in tries)
         if not done and len(tries) > 1 and not any(r[0] < 0 for r in results):
             # No donor alone breaks the match: escalate, trading some gaze fidelity (donor
             # eyes blended in) and shape fidelity for privacy. The donors: two of the least
