@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[audit,dev,donors,ray]'
+	$(PY) -m pip install --quiet -e '.[audit,dev,donors,ray,train]'
 	$(PY) -m pip check
 	touch $(STAMP)
 

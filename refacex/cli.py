@@ -462,6 +462,9 @@ def anonymize(
              "(default), 'swap' (get --method like faces) or 'skip' (left as they are). "
              "Confirmed faces always get --method; clear non-faces are never touched.")]
         = "blur",
+    robust_code: Annotated[str, typer.Option(
+        help="Face code of the robust tier (photos): 'auto' (the learned code when its "
+             "model is installed), 'learned', or 'pca' (no learned weights).")] = "auto",
     verify: Annotated[bool, typer.Option(
         "--verify/--no-verify",
         help="swap: re-check each result with two recognisers and the head pose, trying "
@@ -532,7 +535,10 @@ def anonymize(
     if fallback not in (None, "blur"):
         raise typer.BadParameter("--fallback takes 'blur'")
     from refacex.faces.confirm import LOW_CONFIDENCE
+    from refacex.pipeline import ROBUST_CODES
 
+    if robust_code not in ROBUST_CODES:
+        raise typer.BadParameter(f"--robust-code must be one of {', '.join(ROBUST_CODES)}")
     if low_confidence not in LOW_CONFIDENCE:
         raise typer.BadParameter(f"--low-confidence must be one of {', '.join(LOW_CONFIDENCE)}")
     if fallback and low_confidence != "blur":
@@ -663,7 +669,7 @@ def anonymize(
                   private_name=d.name if rename_key is not None else None) for p, d in plan]
     job = Job(KeySpec.of(keys), method=method, strength=strength, tiers=tier_list,
               low_confidence=low_confidence, method_options=swap_options or None,
-              quality=quality)
+              quality=quality, robust_code=robust_code)
     run_tasks(tasks, job, out, on_outcome=show, engine=engine, workers=workers,
               address=address, resume=resume,
               already_done=lambda t: _done(t.dest, tier_list),
@@ -779,6 +785,64 @@ def recover(
         typer.echo(f"summary: {done} recovered, {failed} failed"
                    + (f", {skipped} skipped (done)" if resume else ""))
     if failed or video_failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def search(
+    inputs: Annotated[list[Path], typer.Argument(help="Anonymised images or folders.")],
+    probe: Annotated[Path, typer.Option(help="A photo of the person to look for.")],
+    key: Annotated[Path | None, typer.Option(help="Private key file (refacex.key).")] = None,
+    key_passphrase_file: Annotated[Path | None, typer.Option(
+        help="Passphrase of the private key (else $REFACEX_KEY_PASSPHRASE).")] = None,
+    passphrase_file: Annotated[Path | None, typer.Option(
+        help="Passphrase the images were sealed with.")] = None,
+    trust: Annotated[list[Path] | None, typer.Option(
+        help="A site's public key whose payloads are genuine; repeatable.")] = None,
+    allow_unsigned: Annotated[bool, typer.Option(
+        "--allow-unsigned", help="Also read payloads no trusted site made.")] = False,
+    recognizer: Annotated[str, typer.Option(help="Recogniser: sface, dlib or faceres.")
+                          ] = "sface",
+    show_all: Annotated[bool, typer.Option(
+        "--all", help="List every face, not only those judged the same person.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    """List the anonymised images that show the person in PROBE, without writing any
+    de-anonymised image: each face is restored in memory with the key and compared with
+    the probe. Without the right key nothing opens, so nothing links the images."""
+    from dataclasses import asdict
+
+    from refacex.api import open_keys
+    from refacex.io.images import iter_images, read_image
+    from refacex.recover.search import search as run
+
+    if (key is None) == (passphrase_file is None):
+        raise typer.BadParameter("give --key KEYFILE or --passphrase-file F")
+    if key is not None:
+        _warn_if_shared(key)
+        keys = open_keys(key, _passphrase_from(key_passphrase_file, "REFACEX_KEY_PASSPHRASE"),
+                         list(trust or []), allow_unsigned)
+    else:
+        keys = open_keys(_passphrase_from(passphrase_file, "REFACEX_PASSPHRASE"), None,
+                         list(trust or []), allow_unsigned)
+    paths = [p for p, _rel in iter_images(list(inputs))]
+    matches, errors = run(paths, read_image(probe), keys, recognizer)
+    shown = [m for m in matches if show_all or m.same_person]
+    if as_json:
+        typer.echo(json.dumps({"probe": str(probe), "recognizer": recognizer,
+                               "searched": len(paths), "matches": [asdict(m) for m in shown],
+                               "errors": errors}, indent=2))
+    else:
+        for m in shown:
+            verdict = "same person" if m.same_person else "different"
+            typer.echo(f"{m.path}  face {m.index}  {recognizer} {m.score:.3f}  {verdict}"
+                       f"  ({m.tier})")
+        for path, msg in errors.items():
+            _err(msg, Path(path))
+        typer.echo(f"summary: {sum(m.same_person for m in matches)} match(es) among "
+                   f"{len(matches)} face(s) in {len(paths) - len(errors)} image(s); "
+                   f"{len(errors)} not opened")
+    if errors:  # like ``recover``: a file that would not open is a failure to report
         raise typer.Exit(2)
 
 

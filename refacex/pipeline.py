@@ -11,9 +11,14 @@ Data flow (one image):
 3. **vault tier**: the original edit regions as lossless PNG + their geometry, sealed
    (full AEAD, all recipients) and attached to the output file (PNG chunk / JPEG APP11 /
    sidecar) — exact recovery while the file is intact;
-4. **robust tier**: per face a compact PCA code of the aligned original face + geometry,
-   sealed in the compact mode and embedded in the pixels, sized to the capacity the
-   image offers — recovery after re-encoding, resizing or metadata stripping.
+4. **robust tier**: per face a compact code + geometry (the learned code of what the
+   anonymised face lacks, ``payload/learned_code.py``, or the PCA code of the aligned
+   original face, ``payload/facecode.py``), sealed in the compact mode and embedded in
+   the pixels, sized to what the image carries *invisibly* (its textured part:
+   ``stego/masking.py``) on the most robust layout that gives every face a usable code
+   (``choose_robust``) — recovery after re-encoding, resizing or metadata stripping. A
+   photo too small (or too flat) for any code says so in ``robust_status`` (the CLI
+   warns), never silently.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from refacex.faces.align import align_matrix, warp_face
 from refacex.faces.confirm import CONFIDENT, NOT_FACE, FaceConfirmer, action_for, confirmer
 from refacex.faces.detect import _detector
 from refacex.io.images import decode_image, encode_image, write_bytes_atomic
+from refacex.payload import learned_code
 from refacex.payload.binding import image_binding
 from refacex.payload.facecode import CODE_PADDING, CODE_SIZE, codec
 from refacex.payload.format import FaceRecord, Payload, encode_payload
@@ -71,7 +77,11 @@ class AnonymizeResult:
     #: it binds to the output's decoded pixels (``refacex.payload.binding``).
     vault_payload: Payload | None = None
     keys: SealKeys | None = None
-    robust_dense: bool = False  # the denser (less downscale+JPEG-proof) layout was needed
+    robust_dense: bool = False  # a denser (less downscale+JPEG-proof) layout was needed
+    #: The robust tier in one phrase, as the JSON report shows it: the layout used
+    #: ("normal" | "dense" | "fine"), "<layout>, K of N faces (image too small)",
+    #: "none, image too small", or "off" (not requested, or no face edited).
+    robust_status: str = "off"
     timings_ms: dict[str, float] = field(default_factory=dict)
     detected: list[Face] = field(default_factory=list)
 
@@ -80,7 +90,8 @@ class AnonymizeResult:
         st = [f.status for f in self.faces]
         return {"faces": len(st) - st.count("not-face-left"),
                 "anonymized": st.count("anonymized"), "fallback": st.count("fallback-blur"),
-                "uncertain": st.count("uncertain-left"), "not_face": st.count("not-face-left")}
+                "uncertain": st.count("uncertain-left"), "not_face": st.count("not-face-left"),
+                "robust": self.robust_status}
 
 
 _analyzer: FaceAnalyzer | None = None
@@ -98,15 +109,27 @@ def _png(img: np.ndarray) -> bytes:
 
 
 def build_robust_payload(original: np.ndarray, faces: list[tuple[int, Face]],
-                         keys: SealKeys, capacity: int) -> tuple[bytes | None, list[int]]:
+                         keys: SealKeys, capacity: int, host: np.ndarray | None = None
+                         ) -> tuple[bytes | None, list[int]]:
     """Largest-quality robust payload that fits ``capacity`` bytes.
 
     Every face gets the same code budget; if even the smallest code per face does not fit,
     the smallest faces are dropped first. Returns the sealed bytes and per-face code sizes.
+    With ``host`` (the anonymised image that will carry the payload) and the learned
+    recovery model installed, faces get the learned code (``payload.learned_code``: it
+    codes what ``host`` lacks); otherwise the PCA code of the original alone.
     """
-    fc = codec()
+    learned = host is not None and learned_code.available()
+    fc = learned_code.codec() if learned else codec()
     h, w = original.shape[:2]
-    crops = [warp_face(original, f.kps, CODE_SIZE, CODE_PADDING).crop for _, f in faces]
+    mats = [align_matrix(f.kps, CODE_SIZE, CODE_PADDING) for _, f in faces]
+    if learned:
+        latents = [fc.latent(learned_code.cut(original, m), learned_code.cut(host, m))
+                   for m in mats]
+        encode = lambda j, budget: fc.encode_latent(latents[j], budget)  # noqa: E731
+    else:
+        crops = [warp_face(original, f.kps, CODE_SIZE, CODE_PADDING).crop for _, f in faces]
+        encode = lambda j, budget: fc.encode(crops[j], budget)  # noqa: E731
     order = sorted(range(len(faces)), key=lambda j: -float(faces[j][1].box[2]))
     for n in range(len(order), 0, -1):
         chosen = sorted(order[:n])
@@ -114,13 +137,10 @@ def build_robust_payload(original: np.ndarray, faces: list[tuple[int, Face]],
         for _ in range(8):
             if fc.best_level(budget) is None:
                 break
-            records = []
-            for j in chosen:
-                idx, face = faces[j]
-                m = align_matrix(face.kps, CODE_SIZE, CODE_PADDING)
-                records.append(FaceRecord(index=idx, affine=m, crop_size=CODE_SIZE,
-                                          rect=(0, 0, 0, 0), codec="pca-v1",
-                                          data=fc.encode(crops[j], budget)))
+            records = [FaceRecord(index=faces[j][0], affine=mats[j], crop_size=CODE_SIZE,
+                                  rect=(0, 0, 0, 0), codec=fc.name if learned else "pca-v1",
+                                  data=encode(j, budget))
+                       for j in chosen]
             # No method name here: every byte of the in-pixel tier goes to face codes.
             blob = encode_payload(Payload(tier="robust", image_size=(w, h), faces=records),
                                   compact=True, **keys.crypto_kwargs())
@@ -133,10 +153,81 @@ def build_robust_payload(original: np.ndarray, faces: list[tuple[int, Face]],
     return None, [0] * len(faces)
 
 
+#: The robust tier's face code: "auto" (the learned code when its model ships and the
+#: code bytes per face are in the range where it beats PCA, ``learned_code.BEST_BELOW``;
+#: else PCA),
+#: "learned" (``payload.learned_code``; an error if the model is missing) or "pca"
+#: (``payload.facecode``: no learned weights, e.g. where the learned model's training
+#: data terms do not suit).
+ROBUST_CODES = ("auto", "learned", "pca")
+
+
+#: Bytes of a robust payload that are not face code (public-key sealing; 20 with a
+#: passphrase) and per face record (index, geometry, lengths): to estimate, from a
+#: layout's capacity, the code bytes each face would get.
+ROBUST_OVERHEAD = 42
+RECORD_OVERHEAD = 15
+
+
+#: The shortest face code the pipeline settles for before it tries a denser layout: the
+#: codec's 32-component level, a coarse face (what a 250 px photo carried before the
+#: masking). Below it a denser layout is worth its lower robustness.
+MIN_CODE_BYTES = 15
+
+
+def choose_robust(host: np.ndarray, original: np.ndarray, faces: list[tuple[int, Face]],
+                  keys: SealKeys, robust_code: str = "auto"
+                  ) -> tuple[bytes | None, list[int], str | None]:
+    """The robust payload, per-face code sizes and layout for ``host`` (the anonymised
+    image that will carry it; ``original`` gives the face codes).
+
+    Layouts are tried most robust first (``robust.LAYOUTS``), each at the capacity the
+    host offers invisibly (``robust.image_capacity``): the first that gives every face at
+    least ``MIN_CODE_BYTES`` wins; else the one coding the most faces, then the largest
+    smallest code (earlier layouts win ties). (None, zeros, None) when nothing fits.
+    ``robust_code``: see ``ROBUST_CODES``.
+    """
+    from refacex.stego import robust
+
+    best: tuple[bytes | None, list[int], str | None] = (None, [0] * len(faces), None)
+
+    def rank(sizes: list[int]) -> tuple[int, int]:
+        coded = [s for s in sizes if s]
+        return len(coded), min(coded, default=0)
+
+    for layout in robust.LAYOUTS:
+        capacity = robust.image_capacity(host, layout)
+        if capacity == 0:
+            continue
+        learned = robust_code == "learned" or (
+            robust_code == "auto" and learned_code.available()
+            and (capacity - ROBUST_OVERHEAD) // max(1, len(faces)) - RECORD_OVERHEAD
+            < learned_code.BEST_BELOW)
+        blob, sizes = build_robust_payload(original, faces, keys, capacity,
+                                           host if learned else None)
+        if blob is None:
+            continue
+        if min(sizes) >= MIN_CODE_BYTES:
+            return blob, sizes, layout
+        if rank(sizes) > rank(best[1]):
+            best = (blob, sizes, layout)
+    return best
+
+
+def robust_status(layout: str | None, sizes: list[int]) -> str:
+    """``AnonymizeResult.robust_status`` for a choice of ``choose_robust``."""
+    coded = sum(1 for s in sizes if s)
+    if layout is None or coded == 0:
+        return "none, image too small"
+    if coded < len(sizes):
+        return f"{layout}, {coded} of {len(sizes)} faces (image too small)"
+    return layout
+
+
 def anonymize(image: np.ndarray, keys: SealKeys, method: str = "swap", strength: float = 1.0,
               tiers: tuple[str, ...] = TIERS, fallback: str | None = None,
               confidence: float = CONFIDENCE, method_options: dict | None = None,
-              low_confidence: str = "blur") -> AnonymizeResult:
+              low_confidence: str = "blur", robust_code: str = "auto") -> AnonymizeResult:
     """Anonymise every face of ``image`` (BGR uint8) and prepare the recovery payloads.
 
     Detections under ``confidence`` get a second opinion: confirmed faces get ``method``,
@@ -145,6 +236,11 @@ def anonymize(image: np.ndarray, keys: SealKeys, method: str = "swap", strength:
     hair or a shirt), "swap" (the method, as for faces) or "skip" (left as they are).
     ``fallback="blur"`` is the older spelling of ``low_confidence="blur"``.
     """
+    if robust_code not in ROBUST_CODES:
+        raise ValueError(f"unknown robust code {robust_code!r}; choose from {ROBUST_CODES}")
+    if robust_code == "learned" and not learned_code.available():
+        raise ValueError("the learned robust code's model is not installed (refacex/data/"
+                         "recovery_*.onnx); use robust_code='pca'")
     unknown = set(tiers) - set(TIERS)
     if unknown:
         raise ValueError(f"unknown tier(s) {sorted(unknown)}; choose from {TIERS}")
@@ -220,19 +316,11 @@ def anonymize(image: np.ndarray, keys: SealKeys, method: str = "swap", strength:
 
         t0 = time.perf_counter()
         todo = [(i, f) for i, f, _ in edited]
-        blob, sizes = build_robust_payload(image, todo, keys, robust.capacity_bytes(h, w))
-        dense = False
-        coded = sum(1 for s in sizes if s)
-        if coded < len(todo):
-            # Some face got no code (small photo, public-key overhead, many faces): the
-            # denser layout trades robustness to downscale+JPEG for ~45 % more bytes.
-            d_blob, d_sizes = build_robust_payload(image, todo, keys,
-                                                   robust.capacity_bytes(h, w, dense=True))
-            if sum(1 for s in d_sizes if s) > coded:
-                blob, sizes, dense = d_blob, d_sizes, True
-        if blob is not None:
-            result.image = robust.embed(out, blob, dense=dense)
-            result.robust_dense = dense
+        blob, sizes, layout = choose_robust(out, image, todo, keys, robust_code)
+        result.robust_status = robust_status(layout, sizes)
+        if blob is not None and layout is not None:
+            result.image = robust.embed(out, blob, dense=layout)
+            result.robust_dense = layout != "normal"
             result.robust_bytes = len(blob)
             for (i, _f, _ctx), size in zip(edited, sizes, strict=True):
                 reports[i].robust_code_bytes = size

@@ -277,7 +277,8 @@ def test_cli_unwritable_output(tmp_path, keydir, sample_paths):
 
 def test_robust_tier_survives_border_crop_on_large_photo(swapped_t1, t1, analyzer, key):
     # t1 (1280x886): the pilot route resynchronises; faces are placed by the decoder's
-    # own geometry (measured 23.4-28.8 dB per face after crop2).
+    # own geometry (measured 23.4-28.8 dB per face after crop2; since the masking, which
+    # leaves t1 636 B to carry invisibly instead of 763, 22.7-26.7, median 25.0).
     from refacex.faces.align import transform_points
 
     data, m = apply("crop2", swapped_t1.image, encode_output(swapped_t1, ".png"))
@@ -287,7 +288,7 @@ def test_robust_tier_survives_border_crop_on_large_photo(swapped_t1, t1, analyze
     scores = [psnr(warp_face(t1, f.kps, 128, CROP_PADDING).crop,
                    warp_face(res.image, transform_points(m, f.kps), 128, CROP_PADDING).crop)
               for f in analyzer.detector.detect(t1)]
-    assert np.median(scores) >= 25.0 and min(scores) >= 22.0, scores
+    assert np.median(scores) >= 24.5 and min(scores) >= 22.0, scores
 
 
 @pytest.mark.parametrize("crop", ["crop2", "crop5"])
@@ -309,8 +310,9 @@ def test_robust_tier_survives_border_crop_on_small_photo(swapped, astronaut, ana
 
 @pytest.mark.parametrize("mode", ["public-key", "passphrase"])
 def test_small_photo_carries_a_robust_code(astronaut, analyzer, key, mode):
-    # 250x250 (LFW size): public-key overhead leaves no room on the normal layout, so the
-    # pipeline uses the dense one; either way the face gets a code that survives JPEG 75.
+    # 250x250 (LFW size): the pipeline takes the most robust layout on which the face's
+    # code reaches pipeline.MIN_CODE_BYTES within what the photo carries invisibly (its
+    # textured blocks): normal or a denser one; either way a code that survives JPEG 75.
     # A 13-19 byte code is a coarse face; it does not restore identity (SFace ~0.1-0.2
     # on LFW).
     from refacex.faces.align import transform_points
@@ -323,7 +325,8 @@ def test_small_photo_carries_a_robust_code(astronaut, analyzer, key, mode):
         seal, opener = SealKeys(passphrase=b"pass phrase"), OpenKeys(passphrase=b"pass phrase")
     res = anonymize(small, seal, method="swap")
     assert res.robust_faces == 1 and res.faces[0].robust_code_bytes >= 15
-    assert res.robust_dense == (mode == "public-key")
+    assert res.robust_status in ("normal", "dense", "fine")
+    assert res.robust_dense == (res.robust_status != "normal")
     data, m = apply("jpeg75", res.image, encode_output(res, ".png"))
     rec = recover(data, opener)
     assert rec.tier == "robust"

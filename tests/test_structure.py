@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("refacex.engines",),  # local / Ray engines + manifest: run the pipeline and video
     ("refacex.api",),
     ("refacex.audit",),
+    ("refacex.train",),  # torch training: makes its data with the pipeline and distortions
     ("refacex.demo",),  # the demo prints audit metrics
     ("refacex.cli", "refacex.__main__", "refacex"),
 ]

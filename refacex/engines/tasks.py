@@ -86,6 +86,7 @@ class Job:
     tiers: tuple[str, ...] = ("vault", "robust")
     low_confidence: str = "blur"
     method_options: dict[str, Any] | None = None
+    robust_code: str = "auto"
     quality: int = 95
     codec: str | None = None  # videos
     crf: int = 20  # videos
@@ -95,6 +96,7 @@ class Job:
         doc = {"method": self.method, "strength": self.strength, "tiers": list(self.tiers),
                "low_confidence": self.low_confidence,
                "method_options": self.method_options or {}, "quality": self.quality,
+               "robust_code": self.robust_code,
                "codec": self.codec, "crf": self.crf, "keys": self.keys.fingerprint()}
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()
                               ).hexdigest()[:32]
@@ -192,7 +194,8 @@ class Worker:
             img = read_image(src) if data is None else decode_image(data, name=src)
             res = anonymize(img, self.keys, method=job.method, strength=job.strength,
                             tiers=job.tiers, low_confidence=job.low_confidence,
-                            method_options=job.method_options or None)
+                            method_options=job.method_options or None,
+                            robust_code=job.robust_code)
             if data is None:
                 return self._result(t0, report=image_report(res, save(res, Path(dest),
                                                                       job.quality)))

@@ -69,7 +69,8 @@ FTAG_AFFINE_F32 = 3
 FTAG_MASK = 4
 
 #: Codec names <-> the small ids stored in FACE records. Ids are never reused.
-CODECS: dict[str, int] = {"png": 1, "webp-lossless": 2, "jpeg": 3, "pca-v1": 4}
+CODECS: dict[str, int] = {"png": 1, "webp-lossless": 2, "jpeg": 3, "pca-v1": 4,
+                          "learned-v1": 5}
 
 #: Largest inverse-map error (image pixels, over the crop square) accepted from the compact
 #: similarity encoding before falling back to 6 x float32.

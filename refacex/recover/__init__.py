@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from refacex.anonymize.base import CROP_PADDING as VAULT_PADDING
 from refacex.errors import (
     BindingError,
     NoPayloadError,
@@ -38,6 +39,7 @@ from refacex.faces.align import (
 )
 from refacex.faces.masks import face_mask
 from refacex.io.images import decode_image
+from refacex.payload import learned_code
 from refacex.payload.binding import image_binding
 from refacex.payload.facecode import CODE_PADDING, CODE_SIZE, codec
 from refacex.payload.format import FaceRecord, Payload, decode_payload
@@ -108,8 +110,16 @@ def _restore_vault(img: np.ndarray, payload: Payload) -> RecoverResult:
             continue
         x, y, w, h = (int(v) for v in rec.rect)
         out[y:y + h, x:x + w] = patch
-        faces.append({"index": rec.index, "tier": "vault", "rect": [x, y, w, h]})
+        faces.append({"index": rec.index, "tier": "vault", "rect": [x, y, w, h],
+                      "kps": _kps(rec.affine, rec.crop_size, VAULT_PADDING)})
     return _result(out, "vault", sorted(faces, key=lambda f: f["index"]), "the vault")
+
+
+def _kps(m: np.ndarray, size: int, padding: float) -> list[list[float]]:
+    """The face's five landmarks in the restored image, from the record's placement
+    (image -> aligned crop ``m``): where ``refacex search`` reads the restored identity."""
+    pts = transform_points(invert_affine(np.asarray(m, np.float64)), template(size, padding))
+    return np.round(pts, 2).tolist()
 
 
 def _result(out: np.ndarray, tier: str, faces: list[dict], what: str) -> RecoverResult:
@@ -196,31 +206,40 @@ def _restore_robust(img: np.ndarray, payload: Payload, located: robust.Located
     mats = [np.asarray(r.affine, np.float64) @ back for r in payload.faces]
     for rec, m in zip(payload.faces, mats, strict=True):
         try:
-            decoded = _robust_face(rec, m, img.shape, fc)
+            decoded, received = _robust_face(rec, m, img, fc)
         except PayloadError as exc:
             faces.append({"index": rec.index, "tier": "none", "error": str(exc)})
             continue
         face = _match(m, detections)
         mask = _edit_mask(img, m, face, fa)
-        out = _blend_low_frequencies(out, decoded, m, mask)
+        out = _blend_low_frequencies(out, decoded, m, mask, received)
         faces.append({"index": rec.index, "tier": "robust", "placed_by": "decoder-geometry",
-                      "code_bytes": len(rec.data)})
+                      "code": rec.codec, "code_bytes": len(rec.data),
+                      "kps": _kps(m, CODE_SIZE, CODE_PADDING)})
     return _result(out, "robust", faces, "the in-pixel payload")
 
 
-def _robust_face(rec: FaceRecord, m: np.ndarray, shape: tuple[int, ...], fc) -> np.ndarray:
-    """Decode one compact face code after checking its placement lies on the image."""
-    if rec.codec != "pca-v1":
+def _robust_face(rec: FaceRecord, m: np.ndarray, img: np.ndarray, fc
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode one compact face code after checking its placement lies on the image:
+    (decoded face, the received face it was decoded against, or None for the PCA code)."""
+    if rec.codec not in ("pca-v1", learned_code.NAME):
         raise PayloadError(f"face {rec.index}: unknown face code {rec.codec!r}")
     if not np.all(np.isfinite(m)):
         raise PayloadError(f"face {rec.index}: placement is not finite")
     side, (cx, cy) = _size(m), _centre(m)
-    h, w = shape[:2]
+    h, w = img.shape[:2]
     if not (4.0 <= side <= 4.0 * max(h, w)) or not (-side <= cx <= w + side
                                                     and -side <= cy <= h + side):
         raise PayloadError(f"face {rec.index}: placement is outside the image")
     try:
-        return fc.decode(rec.data)
+        if rec.codec == "pca-v1":
+            return fc.decode(rec.data), None
+        if not learned_code.available():
+            raise PayloadError(f"face {rec.index}: this install lacks the {rec.codec} "
+                               "recovery model")
+        received = learned_code.cut(img, m)
+        return learned_code.codec().decode(rec.data, received), received
     except (ValueError, IndexError) as exc:
         raise PayloadError(f"face {rec.index}: face code unusable ({exc})") from None
 
@@ -244,16 +263,24 @@ def _edit_mask(img: np.ndarray, m: np.ndarray, face, fa) -> np.ndarray:
 
 
 def _blend_low_frequencies(img: np.ndarray, decoded: np.ndarray, m: np.ndarray,
-                           mask: np.ndarray) -> np.ndarray:
-    """Replace the received face's low frequencies (what the code describes) by the
-    decoded ones, keeping its detail: ``out = img + up(decoded - down(img))`` inside the
-    mask. The swap keeps the original eyes and mouth interior, so their detail is real;
-    elsewhere the donor's fine detail is weak and the decoded face dominates."""
-    received = cv2.warpAffine(img, m, (CODE_SIZE, CODE_SIZE), flags=cv2.INTER_CUBIC,
-                              borderMode=cv2.BORDER_REFLECT_101)
+                           mask: np.ndarray, received: np.ndarray | None = None
+                           ) -> np.ndarray:
+    """Replace the received face's low frequencies (what the code describes, up to the
+    decoded crop's resolution) by the decoded ones, keeping its detail:
+    ``out = img + up(decoded - down(img))`` inside the mask (``mask`` at ``CODE_SIZE``).
+    The swap keeps the original eyes and mouth interior, so their detail is real;
+    elsewhere the donor's fine detail is weak and the decoded face dominates.
+    ``received``: the crop ``decoded`` was computed from (the learned code's recovery
+    network sees it), else it is cut here."""
+    size = decoded.shape[0]
+    ms = np.asarray(m, np.float64) * (size / CODE_SIZE)
+    if received is None:
+        received = cv2.warpAffine(img, ms, (size, size), flags=cv2.INTER_CUBIC,
+                                  borderMode=cv2.BORDER_REFLECT_101)
     delta = decoded.astype(np.float32) - received.astype(np.float32)
-    warped = warp_to_roi(delta, feather_mask(CODE_SIZE, mask, feather=0.06), m,
-                         img.shape[:2])
+    if mask.shape[0] != size:
+        mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR)
+    warped = warp_to_roi(delta, feather_mask(size, mask, feather=0.06), ms, img.shape[:2])
     if warped is None:
         return img
     (x, y, w, h), up, alpha = warped

@@ -156,7 +156,7 @@ def _decode_keyframe(img: np.ndarray, keys: OpenKeys, notes: list[str]
     for rec in payload.faces:
         m = np.asarray(rec.affine, np.float64) @ back
         try:
-            decoded = _robust_face(rec, m, img.shape, fc)
+            decoded, _ = _robust_face(rec, m, img, fc)
         except PayloadError as exc:
             notes.append(str(exc))
             continue
