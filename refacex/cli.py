@@ -696,22 +696,48 @@ def anonymize(
         raise typer.Exit(2)
 
 
+#: Options every command that opens payloads takes (``recover``, ``search``).
+KeyOption = Annotated[Path | None, typer.Option(help="Private key file (refacex.key).")]
+KeyPassphraseOption = Annotated[Path | None, typer.Option(
+    help="Passphrase of the private key (else $REFACEX_KEY_PASSPHRASE).")]
+PassphraseOption = Annotated[Path | None, typer.Option(
+    help="Passphrase the images were sealed with.")]
+TrustOption = Annotated[list[Path] | None, typer.Option(
+    help="A site's public key (site.pub) whose payloads are genuine; repeatable. The "
+         "site.pub and trusted/*.pub next to --key are trusted too.")]
+AllowUnsignedOption = Annotated[bool, typer.Option(
+    "--allow-unsigned", help="Also open payloads no trusted site made (files from "
+                             "refacex < 0.2, or unknown sites): anyone holding the "
+                             ".pub could have written them.")]
+
+
+def _opening_keys(key: Path | None, key_passphrase_file: Path | None,
+                  passphrase_file: Path | None, trust: list[Path] | None,
+                  allow_unsigned: bool):
+    """What opens payloads, from a command's key options (exactly one of --key and
+    --passphrase-file)."""
+    from refacex.api import open_keys
+
+    if (key is None) == (passphrase_file is None):
+        raise typer.BadParameter("give --key KEYFILE or --passphrase-file F")
+    trusted = list(trust or [])
+    if key is not None:
+        _warn_if_shared(key)
+        return open_keys(key, _passphrase_from(key_passphrase_file, "REFACEX_KEY_PASSPHRASE"),
+                         trusted, allow_unsigned)
+    return open_keys(_passphrase_from(passphrase_file, "REFACEX_PASSPHRASE"), None,
+                     trusted, allow_unsigned)
+
+
 @app.command()
 def recover(
     inputs: Annotated[list[Path], typer.Argument(help="Anonymised images or folders.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    key: Annotated[Path | None, typer.Option(help="Private key file (refacex.key).")] = None,
-    key_passphrase_file: Annotated[Path | None, typer.Option(
-        help="Passphrase of the private key (else $REFACEX_KEY_PASSPHRASE).")] = None,
-    passphrase_file: Annotated[Path | None, typer.Option(
-        help="Passphrase the images were sealed with.")] = None,
-    trust: Annotated[list[Path] | None, typer.Option(
-        help="A site's public key (site.pub) whose payloads are genuine; repeatable. The "
-             "site.pub and trusted/*.pub next to --key are trusted too.")] = None,
-    allow_unsigned: Annotated[bool, typer.Option(
-        "--allow-unsigned", help="Also restore payloads no trusted site made (files from "
-                                 "refacex < 0.2, or unknown sites): anyone holding the "
-                                 ".pub could have written them.")] = False,
+    key: KeyOption = None,
+    key_passphrase_file: KeyPassphraseOption = None,
+    passphrase_file: PassphraseOption = None,
+    trust: TrustOption = None,
+    allow_unsigned: AllowUnsignedOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Skip inputs whose output exists and decodes.")] = False,
@@ -725,22 +751,12 @@ def recover(
     Outputs are PNG files readable by their owner only (mode 0600): they show the faces."""
     from tqdm import tqdm
 
-    from refacex.api import open_keys
     from refacex.io.images import iter_images, write_image
     from refacex.io.outputs import plan_outputs
     from refacex.recover import recover as run
     from refacex.stego import vault
 
-    if (key is None) == (passphrase_file is None):
-        raise typer.BadParameter("give --key KEYFILE or --passphrase-file F")
-    trusted = list(trust or [])
-    if key is not None:
-        _warn_if_shared(key)
-        keys = open_keys(key, _passphrase_from(key_passphrase_file, "REFACEX_KEY_PASSPHRASE"),
-                         trusted, allow_unsigned)
-    else:
-        keys = open_keys(_passphrase_from(passphrase_file, "REFACEX_PASSPHRASE"), None,
-                         trusted, allow_unsigned)
+    keys = _opening_keys(key, key_passphrase_file, passphrase_file, trust, allow_unsigned)
     from refacex.io.video import iter_videos, looks_like_video
 
     videos = list(iter_videos(list(inputs)))
@@ -792,15 +808,11 @@ def recover(
 def search(
     inputs: Annotated[list[Path], typer.Argument(help="Anonymised images or folders.")],
     probe: Annotated[Path, typer.Option(help="A photo of the person to look for.")],
-    key: Annotated[Path | None, typer.Option(help="Private key file (refacex.key).")] = None,
-    key_passphrase_file: Annotated[Path | None, typer.Option(
-        help="Passphrase of the private key (else $REFACEX_KEY_PASSPHRASE).")] = None,
-    passphrase_file: Annotated[Path | None, typer.Option(
-        help="Passphrase the images were sealed with.")] = None,
-    trust: Annotated[list[Path] | None, typer.Option(
-        help="A site's public key whose payloads are genuine; repeatable.")] = None,
-    allow_unsigned: Annotated[bool, typer.Option(
-        "--allow-unsigned", help="Also read payloads no trusted site made.")] = False,
+    key: KeyOption = None,
+    key_passphrase_file: KeyPassphraseOption = None,
+    passphrase_file: PassphraseOption = None,
+    trust: TrustOption = None,
+    allow_unsigned: AllowUnsignedOption = False,
     recognizer: Annotated[str, typer.Option(help="Recogniser: sface, dlib or faceres.")
                           ] = "sface",
     show_all: Annotated[bool, typer.Option(
@@ -812,19 +824,10 @@ def search(
     the probe. Without the right key nothing opens, so nothing links the images."""
     from dataclasses import asdict
 
-    from refacex.api import open_keys
     from refacex.io.images import iter_images, read_image
     from refacex.recover.search import search as run
 
-    if (key is None) == (passphrase_file is None):
-        raise typer.BadParameter("give --key KEYFILE or --passphrase-file F")
-    if key is not None:
-        _warn_if_shared(key)
-        keys = open_keys(key, _passphrase_from(key_passphrase_file, "REFACEX_KEY_PASSPHRASE"),
-                         list(trust or []), allow_unsigned)
-    else:
-        keys = open_keys(_passphrase_from(passphrase_file, "REFACEX_PASSPHRASE"), None,
-                         list(trust or []), allow_unsigned)
+    keys = _opening_keys(key, key_passphrase_file, passphrase_file, trust, allow_unsigned)
     paths = [p for p, _rel in iter_images(list(inputs))]
     matches, errors = run(paths, read_image(probe), keys, recognizer)
     shown = [m for m in matches if show_all or m.same_person]
