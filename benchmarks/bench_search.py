@@ -10,6 +10,10 @@ the same person (TAR) and of false pairs (FAR). ``no key`` rows score the anonym
 itself: what anyone without the key can link.
 
     .venv/bin/python benchmarks/bench_search.py --n 100 --json docs/bench_search.json
+    .venv/bin/python benchmarks/bench_search.py --n 100 --recognizer faceres
+
+The *no key* row is a privacy figure only with a recogniser ``swap`` never queries
+(``faceres``); with SFace or dlib it understates what an attacker links.
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--recognizer", default="sface", choices=("sface", "faceres"),
+                    help="sface (default; swap itself queries it) or faceres (audit-only: "
+                         "the honest privacy figure for the no-key row); both are cosine "
+                         "similarities with a >= threshold, as ``rates`` assumes")
     args = ap.parse_args(argv)
 
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -67,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     key = X25519PrivateKey.from_private_bytes(bytes(range(32)))
     seal = SealKeys(recipients=[key.public_key()], site=site)
     keys = OpenKeys(private_key=key, trusted=[site.public])
-    rec = get_recognizer("sface")
+    rec = get_recognizer(args.recognizer)
     names = people(args.n)
     probes = [probe_embedding(read_image(DATA / "lfw-deepfunneled" / p / f"{p}_0002.jpg"), rec)
               for p in names]
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         centre = min(faces, key=lambda f: np.linalg.norm(f.box[:2] + f.box[2:] / 2 - 125),
                      default=None)
         gallery["no key"].append(None if centre is None else rec.embed(res.image, centre))
-    out = {"n": len(names), "recognizer": "sface", "threshold": rec.threshold}
+    out = {"n": len(names), "recognizer": args.recognizer, "threshold": rec.threshold}
     for tier, embs in gallery.items():
         scores = np.array([[np.nan if e is None else rec.similarity(pr, e) for e in embs]
                            for pr in probes])
