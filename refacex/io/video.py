@@ -117,9 +117,27 @@ class VideoInfo:
     codec: str
 
 
+def quarter_turns(rotation: int) -> int:
+    """Counter-clockwise quarter turns that show a frame stored with display rotation
+    ``rotation`` (FFmpeg's display-matrix angle, counter-clockwise) upright."""
+    return int(round(rotation / 90.0)) % 4
+
+
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """A decoded frame as it is displayed.
+
+    Phone videos are stored sideways with a display rotation: faces in the stored
+    pixels lie on their side, where the detector misses them. Everything between the
+    reader and the writer therefore sees upright frames; the writer turns them back
+    and keeps the rotation tag, so the output is stored the way the input was."""
+    k = quarter_turns(rotation)
+    return np.ascontiguousarray(np.rot90(image, k)) if k else image
+
+
 @dataclass
 class Frame:
-    """One decoded frame: ``index`` in presentation order, BGR pixels, timestamp."""
+    """One decoded frame: ``index`` in presentation order, BGR pixels (upright, see
+    ``upright``), timestamp."""
 
     index: int
     image: np.ndarray
@@ -195,8 +213,8 @@ class VideoReader:
                 for f in packet.decode():
                     if index == 0:
                         self.info.rotation = int(round(getattr(f, "rotation", 0) or 0))
-                    yield "frame", Frame(index, f.to_ndarray(format="bgr24"), f.pts,
-                                         f.time, f)
+                    image = upright(f.to_ndarray(format="bgr24"), self.info.rotation)
+                    yield "frame", Frame(index, image, f.pts, f.time, f)
                     index += 1
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise VideoError(f"{self.path}: damaged or truncated video at frame {index} "
@@ -290,9 +308,10 @@ class VideoWriter:
                     if v is not None:
                         with contextlib.suppress(AttributeError, ValueError, TypeError):
                             setattr(cc, k, v)
-            if info.rotation:
-                with contextlib.suppress(AttributeError, ValueError):
-                    self.stream.set_display_rotation(info.rotation)
+            # The rotation is known only once the reader has decoded its first frame
+            # (it is frame side data): it is tagged at the first ``write``.
+            self.info = info
+            self._rotation: int | None = None
             self.audio = None
             if audio_template is not None:
                 self.audio = self.container.add_stream_from_template(audio_template)
@@ -316,6 +335,14 @@ class VideoWriter:
         """Encode one BGR frame at ``pts`` (the input's timestamp, in its time base);
         ``keyframe`` makes it an I-frame (the robust tier's code survives only there)."""
         av = _av()
+        if self._rotation is None:
+            self._rotation = int(self.info.rotation or 0)
+            if self._rotation:
+                with contextlib.suppress(AttributeError, ValueError):
+                    self.stream.set_display_rotation(self._rotation)
+        k = quarter_turns(self._rotation)
+        if k:
+            image = np.rot90(image, -k)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         if self.pix_fmt != "bgr24":
             frame = frame.reformat(format=self.pix_fmt)

@@ -80,15 +80,24 @@ def scene_frames(name: str, n: int, size: tuple[int, int] = (640, 480),
 
 
 def write_clip(path: str | os.PathLike[str], frames: list[np.ndarray], fps: int = 24,
-               audio: bool = True, crf: int = 18) -> Path:
-    """Encode ``frames`` as H.264 (+ a 440 Hz AAC tone as long as the clip) to ``path``."""
+               audio: bool = True, crf: int = 18, rotation: int = 0) -> Path:
+    """Encode ``frames`` as H.264 (+ a 440 Hz AAC tone as long as the clip) to ``path``.
+
+    ``rotation`` (a multiple of 90): store the (upright) frames turned the other way and
+    tag the stream with that display rotation, as a phone held sideways records."""
     import av
 
+    from refacex.io.video import quarter_turns
+
     path = Path(path)
+    k = quarter_turns(rotation)
+    frames = [np.ascontiguousarray(np.rot90(f, -k)) for f in frames] if k else frames
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as c:
         vs = c.add_stream("libx264", rate=fps)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        if rotation:
+            vs.set_display_rotation(rotation)
         vs.options = {"crf": str(crf), "preset": "veryfast"}
         a = None
         if audio:
