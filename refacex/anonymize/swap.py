@@ -255,13 +255,15 @@ class SwapAnonymizer(Anonymizer):
         return emb
 
     def donor_order(self, crop: np.ndarray, lm: np.ndarray, ctx: FaceContext,
-                    img: np.ndarray) -> list[int]:
+                    img: np.ndarray, traits: Traits | None = None) -> list[int]:
         """Keyed donor order for this face (HMAC of the key and its identity bucket);
-        a forced ``ctx.donor_index`` goes first, and alone when nothing is verified."""
+        a forced ``ctx.donor_index`` goes first, and alone when nothing is verified.
+        ``traits``: this face's, when the caller already has them."""
         if ctx.donor_index is not None and not (self.verify and self.strength >= 1.0):
             return [ctx.donor_index]
-        order = self.bank.order_for(crop, lm, self.traits(img, ctx, crop, lm), ctx.donor_key,
-                                    self._embedding(img, ctx))
+        if traits is None:
+            traits = self.traits(img, ctx, crop, lm)
+        order = self.bank.order_for(crop, lm, traits, ctx.donor_key, self._embedding(img, ctx))
         if ctx.donor_index is not None:
             order = [ctx.donor_index] + [k for k in order if k != ctx.donor_index]
         return order
@@ -595,8 +597,13 @@ class SwapAnonymizer(Anonymizer):
         crop = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REFLECT_101)
         lm = transform_points(m, ctx.face.landmarks).astype(np.float32)
-        order = self.donor_order(crop, lm, ctx, img)
-        tries = order[: self.max_tries] if self.verify and self.strength >= 1.0 else order[:1]
+        checked = self.verify and self.strength >= 1.0
+        # The face's traits once: the donor order and the sex check below both need its
+        # perceived sex (face-api, ~10-20 ms a call).
+        traits = self.traits(img, ctx, crop, lm) if (
+            checked or ctx.donor_index is None) else None
+        order = self.donor_order(crop, lm, ctx, img, traits)
+        tries = order[: self.max_tries] if checked else order[:1]
         original = self._embedding(img, ctx)
         original_dlib = None
         if self.verify_dlib and len(tries) > 1:
@@ -614,7 +621,8 @@ class SwapAnonymizer(Anonymizer):
             seen0 is not None) else (ctx.face.pose or estimate_pose(ctx.face.landmarks,
                                                                      img.shape[:2]))
         trial = img.copy() if len(tries) > 1 else img
-        p_male = face_attributes(img, ctx.face).p_male if len(tries) > 1 else 0.5
+        p_male = (traits.p_male if traits is not None and traits.p_male is not None
+                  and len(tries) > 1 else 0.5)
         results: list[tuple[float, float, np.ndarray, int, dict]] = []
 
         def attempt(k: int, overrides: dict) -> bool:
