@@ -35,6 +35,9 @@ def main() -> None:
     ap.add_argument("--donors", default="gan")
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--render-donors", action="store_true")
+    ap.add_argument("--set", default="{}", metavar="JSON",
+                    help="extra SwapAnonymizer keyword arguments, e.g. "
+                         "'{\"shape_alpha\": 1.25}' (a variant beside the default)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     from refacex.anonymize.base import FaceContext
@@ -51,7 +54,7 @@ def main() -> None:
     an = FaceAnalyzer()
     recs = {n: get_recognizer(n) for n in RECOGNISERS}
     sw = SwapAnonymizer(donors=args.donors, verify=not args.no_verify,
-                        quality=args.render_donors)
+                        quality=args.render_donors, **json.loads(args.set))
     rows, times = [], []
     for name in chosen:
         photos = sorted((DATA / "lfw-deepfunneled" / name).glob("*.jpg"))
@@ -78,12 +81,15 @@ def main() -> None:
                      "orig": {n: f.embeddings[n] for n in RECOGNISERS},
                      "gallery": {n: g.embeddings[n] for n in RECOGNISERS},
                      "sex": (a0.gender, a1.gender), "age": (a0.age, a1.age),
-                     "expr": (a0.expression, a1.expression)})
+                     "expr": (a0.expression, a1.expression),
+                     "pose_error": float(max(abs(f.pose.yaw - m.pose.yaw),
+                                             abs(f.pose.pitch - m.pose.pitch)))})
         print(f"{len(rows)}/{len(chosen)} {name} {ctx.info.get('donor')} "
               f"{times[-1]:.1f}s", flush=True)
     ok = [r for r in rows if r["redetected"]]
     n = len(ok)
     res: dict = {"n": n, "redetected": n / max(1, len(rows)), "donors": args.donors,
+                 "settings": json.loads(args.set),
                  "verify": not args.no_verify, "chance_rank1": 1 / n,
                  "seconds_per_face_median": float(np.median(times))}
     for rn, rec in recs.items():
@@ -108,6 +114,7 @@ def main() -> None:
     res["age_within_8"] = float(np.mean([abs(r["age"][0] - r["age"][1]) <= 8 for r in ok]))
     res["expression_agreement"] = float(np.mean([r["expr"][0] == r["expr"][1] for r in ok]))
     res["distinct_donors"] = len({r["donor"] for r in ok})
+    res["pose_error_median_deg"] = float(np.median([r["pose_error"] for r in ok]))
     print(json.dumps(res, indent=2))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
