@@ -70,6 +70,9 @@ from refacex.video.anonymize import GUARD_SLACK, MIN_SWAP_PX, Region, VideoAnony
 from refacex.video.threads import PriorityWorker
 from refacex.video.track import Observation, Track
 
+#: Head-pose change (yaw/pitch, degrees) the real-time donor choice accepts before it
+#: looks further down the keyed pool (the swap's own check: 4).
+RT_MAX_POSE_ERROR = 8.0
 #: Size of the colour-statistics crop (canonical crop downscaled): colour is smooth.
 _STATS = 64
 #: Clamp of the per-channel colour gain between a texture's keyframe and a frame.
@@ -166,6 +169,12 @@ class RealtimeAnonymizer(VideoAnonymizer):
             # to two more renders and checks per donor) buys pose fidelity, not privacy,
             # and a real-time swap already gives up some fidelity.
             self.chooser.pose_retries = 0
+            # For the same reason the first private donor is taken unless it turns the
+            # head by more than ``RT_MAX_POSE_ERROR``: with the swap's own 4 degrees, a
+            # face whose keyed first donor is private at 5 degrees had all 10 keyed donors
+            # rendered and checked for a better pose (1.3 s alone, ~4 s beside the frame
+            # loop) before getting that same first donor back — seconds of blur.
+            self.chooser.max_pose_error = max(self.chooser.max_pose_error, RT_MAX_POSE_ERROR)
         self.work_side = int(work_side)
         self.full_every = max(1, int(round(full_scan_s * fps)))
         self.refresh_every = max(1, int(round(refresh_s * fps)))
