@@ -53,10 +53,16 @@ def test_key_holder_finds_the_person_in_both_tiers(gallery, astronaut):
     matches, errors = search(sorted(d.iterdir()), _probe(astronaut), keys)
     assert errors == {}
     assert len(matches) == 1 + 1 + 6  # every face of every image was read
-    found = {Path(m.path).name: m for m in matches if m.same_person}
+    # Ranked first and second: the person's two images, restored from each tier.
+    found = {Path(m.path).name: m for m in matches[:2]}
     assert set(found) == {"astronaut.png", "astronaut_jpeg75.jpg"}
-    assert found["astronaut.png"].tier == "vault"
+    assert found["astronaut.png"].tier == "vault" and found["astronaut.png"].same_person
     assert found["astronaut_jpeg75.jpg"].tier == "robust"
+    # The robust tier's short code restores the person only to SFace's threshold: 0.36-0.38
+    # over six encodings of this photo (the encryption's fresh nonce changes the marked
+    # pixels, so the received face), against 0.363 — at, not past it (docs/benchmarks.md,
+    # "Key-holder search": robust-only rank-1 37 % on LFW). So its verdict is not asserted.
+    assert found["astronaut_jpeg75.jpg"].score > 0.33
     # The six people of t1 are all below the threshold, and below both astronaut faces.
     others = [m.score for m in matches if Path(m.path).name == "t1.png"]
     assert max(others) < min(m.score for m in found.values())
@@ -89,17 +95,23 @@ def test_cli_search(gallery, astronaut, tmp_path):
     probe = tmp_path / "probe.png"
     cv2.imwrite(str(probe), _probe(astronaut))
 
-    def run(probe_path: Path) -> subprocess.CompletedProcess:
+    def run(probe_path: Path, *extra: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "refacex", "search", "--passphrase-file", str(pass_file),
-               "--probe", str(probe_path), "--json", str(d)]
+               "--probe", str(probe_path), "--json", *extra, str(d)]
         return subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ),
                               timeout=300)
 
     out = run(probe)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert {Path(m["path"]).name for m in report["matches"]} == {"astronaut.png",
-                                                                "astronaut_jpeg75.jpg"}
+    # Listed: the vault's match for sure, the robust tier's when it clears the threshold
+    # (it sits at it, see above); never one of t1's six people.
+    listed = {Path(m["path"]).name for m in report["matches"]}
+    assert "astronaut.png" in listed and listed <= {"astronaut.png", "astronaut_jpeg75.jpg"}
+    everyone = json.loads(run(probe, "--all").stdout)["matches"]
+    assert len(everyone) == 8
+    assert {Path(m["path"]).name for m in everyone[:2]} == {"astronaut.png",
+                                                           "astronaut_jpeg75.jpg"}
     # A probe with no face is a clear error, not an empty result.
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
