@@ -134,6 +134,12 @@ def upright(image: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, k)) if k else image
 
 
+def turn_back(image: np.ndarray, rotation: int) -> np.ndarray:
+    """The inverse of ``upright``: an upright frame as it is stored under ``rotation``."""
+    k = quarter_turns(rotation)
+    return np.ascontiguousarray(np.rot90(image, -k)) if k else image
+
+
 @dataclass
 class Frame:
     """One decoded frame: ``index`` in presentation order, BGR pixels (upright, see
@@ -309,9 +315,12 @@ class VideoWriter:
                         with contextlib.suppress(AttributeError, ValueError, TypeError):
                             setattr(cc, k, v)
             # The rotation is known only once the reader has decoded its first frame
-            # (it is frame side data): it is tagged at the first ``write``.
+            # (it is frame side data): it is tagged at the first ``write``, and audio
+            # packets that come before it are held, because the first mux writes the
+            # container header, after which the tag no longer reaches the file.
             self.info = info
             self._rotation: int | None = None
+            self._held_audio: list[Any] = []
             self.audio = None
             if audio_template is not None:
                 self.audio = self.container.add_stream_from_template(audio_template)
@@ -336,13 +345,8 @@ class VideoWriter:
         ``keyframe`` makes it an I-frame (the robust tier's code survives only there)."""
         av = _av()
         if self._rotation is None:
-            self._rotation = int(self.info.rotation or 0)
-            if self._rotation:
-                with contextlib.suppress(AttributeError, ValueError):
-                    self.stream.set_display_rotation(self._rotation)
-        k = quarter_turns(self._rotation)
-        if k:
-            image = np.rot90(image, -k)
+            self._start()
+        image = turn_back(image, self._rotation or 0)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         if self.pix_fmt != "bgr24":
             frame = frame.reformat(format=self.pix_fmt)
@@ -359,11 +363,23 @@ class VideoWriter:
         self._mux(self.stream.encode(frame))
         self.frames_written += 1
 
+    def _start(self) -> None:
+        """Tag the display rotation, then let the held audio through (see ``__init__``)."""
+        self._rotation = int(self.info.rotation or 0)
+        if self._rotation:
+            with contextlib.suppress(AttributeError, ValueError):
+                self.stream.set_display_rotation(self._rotation)
+        held, self._held_audio = self._held_audio, []
+        self._mux(held)
+
     def write_audio(self, packet: Any) -> None:
         """Remux one audio packet of the input untouched."""
         if self.audio is None:
             return
         packet.stream = self.audio
+        if self._rotation is None:
+            self._held_audio.append(packet)
+            return
         self._mux([packet])
 
     def _mux(self, packets: Any) -> None:
@@ -375,6 +391,8 @@ class VideoWriter:
     def finish(self) -> Path:
         """Flush the encoder and close the temp file; returns its path (not yet renamed),
         so the caller can read it back (the vault binds to the decoded output)."""
+        if self._rotation is None:
+            self._start()
         self._mux(self.stream.encode(None))
         self.container.close()
         return self.tmp

@@ -87,11 +87,10 @@ def write_clip(path: str | os.PathLike[str], frames: list[np.ndarray], fps: int 
     tag the stream with that display rotation, as a phone held sideways records."""
     import av
 
-    from refacex.io.video import quarter_turns
+    from refacex.io.video import turn_back
 
     path = Path(path)
-    k = quarter_turns(rotation)
-    frames = [np.ascontiguousarray(np.rot90(f, -k)) for f in frames] if k else frames
+    frames = [turn_back(f, rotation) for f in frames]
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as c:
         vs = c.add_stream("libx264", rate=fps)
