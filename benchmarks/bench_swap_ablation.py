@@ -27,6 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 PEOPLE = ROOT.parent / "shared" / "data" / "celeba-id" / "Datasets" / "train_dataset"
 RECOGNISERS = ("sface", "faceres")
 
@@ -51,8 +52,7 @@ VARIANTS: dict[str, dict] = {
 def load_people(n: int, seed: int, analyzer) -> list[tuple[str, Path, object, dict]]:
     """(person, probe path, probe face, gallery embeddings) for the first ``n`` people of a
     seeded order whose two photos both have a face."""
-    from refacex.faces.detect import nearest_centre
-    from refacex.io.images import read_image
+    from bench_swap_privacy import probe_and_gallery
 
     people = sorted(d.name for d in PEOPLE.iterdir() if d.is_dir())
     out = []
@@ -60,12 +60,10 @@ def load_people(n: int, seed: int, analyzer) -> list[tuple[str, Path, object, di
         photos = sorted((PEOPLE / people[i]).glob("*.jpg"))
         if len(photos) < 2:
             continue
-        probe, gal = read_image(photos[0]), read_image(photos[1])
-        pf, gf = analyzer.analyze(probe), analyzer.analyze(gal)
-        if not pf or not gf:
+        pair = probe_and_gallery(analyzer, photos, RECOGNISERS)
+        if pair is None:
             continue
-        f, g = nearest_centre(pf, probe.shape[:2]), nearest_centre(gf, gal.shape[:2])
-        analyzer.describe(gal, g, recognizers=RECOGNISERS)
+        _, f, g = pair
         out.append((people[i], photos[0], f, dict(g.embeddings)))
         if len(out) >= n:
             break

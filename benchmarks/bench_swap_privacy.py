@@ -28,6 +28,22 @@ DATA = ROOT.parent / "shared" / "data"
 RECOGNISERS = ("sface", "dlib", "faceres")
 
 
+def probe_and_gallery(analyzer, photos: list[Path], recognizers):
+    """(probe image, probe face, gallery face) from a person's first two photos: the face
+    nearest each centre, the gallery face described with ``recognizers``; None when
+    either photo shows no face. Shared with ``bench_swap_ablation.py``."""
+    from refacex.faces.detect import nearest_centre
+    from refacex.io.images import read_image
+
+    probe, gal = read_image(photos[0]), read_image(photos[1])
+    pf, gf = analyzer.analyze(probe), analyzer.analyze(gal)
+    if not pf or not gf:
+        return None
+    g = nearest_centre(gf, gal.shape[:2])
+    analyzer.describe(gal, g, recognizers=recognizers)
+    return probe, nearest_centre(pf, probe.shape[:2]), g
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100)
@@ -44,9 +60,8 @@ def main() -> None:
     from refacex.anonymize.swap import SwapAnonymizer
     from refacex.faces.analysis import FaceAnalyzer
     from refacex.faces.attributes import face_attributes
-    from refacex.faces.detect import match_detection, nearest_centre
+    from refacex.faces.detect import match_detection
     from refacex.faces.recognizers import get_recognizer
-    from refacex.io.images import read_image
 
     people = [s.strip() for s in (DATA / "splits/lfw_eval_people.txt").read_text().split()]
     rng = np.random.default_rng(args.seed)
@@ -57,13 +72,11 @@ def main() -> None:
                         quality=args.render_donors, **json.loads(args.set))
     rows, times = [], []
     for name in chosen:
-        photos = sorted((DATA / "lfw-deepfunneled" / name).glob("*.jpg"))
-        probe, gal = read_image(photos[0]), read_image(photos[1])
-        pf, gf = an.analyze(probe), an.analyze(gal)
-        if not pf or not gf:
+        pair = probe_and_gallery(an, sorted((DATA / "lfw-deepfunneled" / name).glob("*.jpg")),
+                                 RECOGNISERS)
+        if pair is None:
             continue
-        f, g = nearest_centre(pf, probe.shape[:2]), nearest_centre(gf, gal.shape[:2])
-        an.describe(gal, g, recognizers=RECOGNISERS)
+        probe, f, g = pair
         an.describe(probe, f, recognizers=RECOGNISERS)
         out = probe.copy()
         ctx = FaceContext.for_face(f, probe.shape[:2], donor_key=b"bench-key")

@@ -240,6 +240,11 @@ class SwapAnonymizer(Anonymizer):
         self._lm68 = None
 
     @property
+    def checks(self) -> bool:
+        """Whether ``apply`` verifies its result (and so may try several donors)."""
+        return self.verify and self.strength >= 1.0
+
+    @property
     def bank(self) -> DonorBank | GanDonorBank:
         if self._bank is None:
             self._bank = load_bank(self.donors)
@@ -259,7 +264,7 @@ class SwapAnonymizer(Anonymizer):
         """Keyed donor order for this face (HMAC of the key and its identity bucket);
         a forced ``ctx.donor_index`` goes first, and alone when nothing is verified.
         ``traits``: this face's, when the caller already has them."""
-        if ctx.donor_index is not None and not (self.verify and self.strength >= 1.0):
+        if ctx.donor_index is not None and not self.checks:
             return [ctx.donor_index]
         if traits is None:
             traits = self.traits(img, ctx, crop, lm)
@@ -597,13 +602,12 @@ class SwapAnonymizer(Anonymizer):
         crop = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REFLECT_101)
         lm = transform_points(m, ctx.face.landmarks).astype(np.float32)
-        checked = self.verify and self.strength >= 1.0
         # The face's traits once: the donor order and the sex check below both need its
-        # perceived sex (face-api, ~10-20 ms a call).
+        # perceived sex (face-api, ~6 ms a call); a forced, unchecked donor needs neither.
         traits = self.traits(img, ctx, crop, lm) if (
-            checked or ctx.donor_index is None) else None
+            self.checks or ctx.donor_index is None) else None
         order = self.donor_order(crop, lm, ctx, img, traits)
-        tries = order[: self.max_tries] if checked else order[:1]
+        tries = order[: self.max_tries] if self.checks else order[:1]
         original = self._embedding(img, ctx)
         original_dlib = None
         if self.verify_dlib and len(tries) > 1:
