@@ -27,7 +27,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-METHODS = ("swap", "blur", "pixelate")
+METHODS = ("swap", "swap-templates", "blur", "pixelate")
+#: A set name -> (method, method options): "swap-templates" is ``--donors templates``.
+VARIANTS = {"swap-templates": ("swap", {"donors": "templates"})}
 REFERENCES = ("jpeg75", "other_photo")
 
 
@@ -104,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for m in (k for k in want if k in methods):
                     t1 = time.perf_counter()
-                    outs[m] = anonymize(img, keys, method=m).image
+                    method, options = VARIANTS.get(m, (m, None))
+                    outs[m] = anonymize(img, keys, method=method,
+                                        method_options=options).image
                     t_anon[m] += time.perf_counter() - t1
                     n_anon[m] += 1
             except RefacexError as exc:  # the sets stay paired: drop the probe everywhere

@@ -255,7 +255,7 @@ def _anonymize_videos(videos: list[tuple[Path, Path]], out: Path, keys, *, metho
                       robust_video: bool = False) -> int:
     """The video path of ``anonymize``: each video to OUT/<same name> (+ its sidecar
     vault). Returns how many failed; each failure is one line and leaves no output.
-    ``ray``: (keys, tiers, workers, address) to run each video as one Ray task."""
+    ``ray``: (keys, tiers, workers, address, part seconds) to run the videos on Ray."""
     from refacex.io.outputs import plan_outputs
     from refacex.video import vault as video_vault
     from refacex.video.anonymize import anonymize_video
@@ -317,14 +317,15 @@ def _anonymize_videos_on_ray(plan: list[tuple[Path, Path]], out: Path, ray: tupl
                              method: str, strength: float, low_confidence: str,
                              method_options: dict | None, codec: str | None, crf: int,
                              resume: bool, as_json: bool) -> int:
-    """``_anonymize_videos`` with ``--engine ray``: each video is one whole-file task on a
-    worker (which reads and writes the paths: a shared filesystem across machines),
-    recorded in the manifest. Returns how many failed."""
+    """``_anonymize_videos`` with ``--engine ray``: each video is one task on a worker, or
+    one per part when it is longer than ``part_s`` twice (``engines/videoparts.py``);
+    workers read and write the paths (a shared filesystem across machines). Recorded in
+    the manifest. Returns how many failed."""
     from refacex.engines.runner import run_tasks
     from refacex.engines.tasks import Job, KeySpec, Outcome, Task
     from refacex.video import vault as video_vault
 
-    keys, tiers, workers, address = ray
+    keys, tiers, workers, address, part_s = ray
     report: dict[str, dict] = {}
 
     def show(o: Outcome) -> None:
@@ -340,14 +341,15 @@ def _anonymize_videos_on_ray(plan: list[tuple[Path, Path]], out: Path, ray: tupl
                 typer.echo(f"{path} -> {dest}: {s['frames']} frame(s), "
                            f"{s['anonymized_tracks']} person track(s) anonymised with "
                            f"{method}, {s['blurred_only_tracks']} track(s) blurred, "
-                           f"{s['fps']} fps (worker {o.worker})")
+                           f"{s['fps']} fps (worker {o.worker}"
+                           + (f", {s['parts']} parts)" if s.get("parts") else ")"))
 
     vault_tier = "vault" in tiers
     tasks = [Task("video", p, d, extras=(video_vault.sidecar_path(d),) if vault_tier else ())
              for p, d in plan]
     job = Job(KeySpec.of(keys), method=method, strength=strength, tiers=tiers,
               low_confidence=low_confidence, method_options=method_options, codec=codec,
-              crf=crf)
+              crf=crf, video_part_s=part_s)
     counts = run_tasks(tasks, job, out, on_outcome=show, engine="ray", workers=workers,
                        address=address, resume=resume,
                        already_done=lambda t: t.dest.is_file() and (
@@ -517,6 +519,11 @@ def anonymize(
     address: Annotated[str | None, typer.Option(
         help="--engine ray: join this running cluster (e.g. 'auto' or HEAD:6379; "
              "default: start a private local one for the run).")] = None,
+    video_part_s: Annotated[float | None, typer.Option(
+        "--video-part-s", min=0,
+        help="--engine ray: cut videos at keyframes into parts of at least this many "
+             "seconds, one task each, joined back with one donor per person across the "
+             "cuts (default 30; 0: each video one task). docs/scaling.md.")] = None,
 ) -> None:
     """Anonymise faces and embed the encrypted recovery payload (videos: one donor per
     person, the vault in a sidecar OUT.mp4.refacex)."""
@@ -567,6 +574,8 @@ def anonymize(
         raise typer.BadParameter("--workers and --address need --engine ray")
     if engine == "ray" and (realtime or robust_video):
         raise typer.BadParameter("--realtime and --robust-video run with --engine local")
+    if engine != "ray" and video_part_s is not None:
+        raise typer.BadParameter("--video-part-s needs --engine ray")
     if engine == "ray":
         from refacex.engines.ray import require_ray
 
@@ -598,11 +607,15 @@ def anonymize(
     if videos:
         if rename:
             raise typer.BadParameter("--rename is not supported for videos yet")
+        from refacex.engines.videoparts import DEFAULT_PART_S
+
         video_failed = _anonymize_videos(
             videos, out, keys, method=method, strength=strength, low_confidence=low_confidence,
             method_options=swap_options or None, vault_tier="vault" in tier_list, codec=codec,
             crf=crf, resume=resume, as_json=as_json,
-            ray=(keys, tier_list, workers, address) if engine == "ray" else None,
+            ray=(keys, tier_list, workers, address,
+                 DEFAULT_PART_S if video_part_s is None else video_part_s)
+            if engine == "ray" else None,
             realtime=realtime, robust_video=robust_video)
         if not files:
             raise typer.Exit(2 if video_failed else 0)

@@ -298,3 +298,34 @@ def test_ray_runs_a_video_as_one_recorded_task_that_recovers(tmp_path):
     r = cli("recover", str(out), "-o", str(tmp_path / "rec"), "--passphrase-file", str(pw))
     assert r.returncode == 0, r.stderr
     assert "12 frame(s)" in r.stdout
+
+
+def test_ray_cuts_a_long_video_into_parts_joined_with_one_donor_that_recover(tmp_path):
+    """``--video-part-s``: the parts run on two actors; the driver joins them (one video,
+    one vault of two parts) and the manifest records one done video."""
+    pytest.importorskip("ray")
+    from refacex.video.synth import scene_frames, write_clip
+    from refacex.video.vault import read_parts, sidecar_path
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    write_clip(inp / "clip.mp4", scene_frames("one", 72, (320, 240)), gop=24)
+    pw = tmp_path / "pw"
+    pw.write_bytes(b"engines test passphrase")
+    pw.chmod(0o600)
+    r = cli("anonymize", str(inp), "-o", str(out), "--passphrase-file", str(pw),
+            "--engine", "ray", "--workers", "2", "--video-part-s", "1")
+    assert r.returncode == 0, r.stderr
+    assert "2 parts" in r.stdout
+    row = _rows(out)["clip.mp4"]
+    assert (row["kind"], row["status"]) == ("video", "done")
+    rep = json.loads(row["result"])
+    assert (rep["frames"], rep["parts"]) == (72, 2)
+    assert len({d for t in rep["tracks"] for d in t["donors"]}) == 1
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "clip.mp4", "clip.mp4.refacex"]
+    assert not [p for p in out.iterdir() if p.name.endswith(TEMP_SUFFIX)]
+    assert len(read_parts(sidecar_path(out / "clip.mp4"))) == 2
+    r = cli("recover", str(out), "-o", str(tmp_path / "rec"), "--passphrase-file", str(pw))
+    assert r.returncode == 0, r.stderr
+    assert "72 frame(s)" in r.stdout

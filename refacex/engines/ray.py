@@ -9,9 +9,11 @@ more. So:
 * images travel as bytes through Ray's object store (input there, output and sidecar
   back): workers need no shared disk, and only the driver writes into OUT, with the same
   atomic writer as the local engine, so the manifest and the folder cannot disagree;
-* videos are whole-file tasks on paths: the worker reads the input and writes the
-  output and sidecar itself, so on a multi-machine cluster they need a filesystem the
-  driver and workers share (on one machine they always do);
+* videos are tasks on paths: the worker reads the input and writes the output and
+  sidecar itself, so on a multi-machine cluster they need a filesystem the driver and
+  workers share (on one machine they always do); with ``Job.video_part_s`` a long video
+  is cut at keyframes into parts, one task each, joined by the driver when all are back
+  (``engines/videoparts.py``);
 * a worker that dies (a crash, out of memory) fails the file(s) it held, is restarted by
   Ray, and the run goes on; ``--resume`` retries failed files;
 * with no ``--address`` a private local cluster with ``--workers`` CPUs (default: all)
@@ -33,6 +35,7 @@ from typing import Any
 
 from refacex.engines.recorder import Recorder
 from refacex.engines.tasks import Job, Outcome, Task, Worker
+from refacex.engines.videoparts import Unit, VideoSplit
 from refacex.errors import RefacexError
 from refacex.io.images import write_bytes_atomic
 
@@ -200,35 +203,62 @@ def run(todo: Sequence[Task], job: Job, rec: Recorder, workers: int | None = Non
         return
     started = connect(workers, address)  # first: it may set RAY_AUTH_MODE before the import
     ray = _ray()
+    splits: set[VideoSplit] = set()  # videos being done in parts
     try:
         n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        n = max(1, min(n, len(todo)))
+        if not (job.video_part_s and any(t.kind == "video" for t in todo)):
+            n = max(1, min(n, len(todo)))  # (parts of videos may keep them all busy)
         remote = ray.remote(num_cpus=1, max_restarts=MAX_RESTARTS, max_task_retries=0)(Worker)
         actors = [remote.remote(job, 1) for _ in range(n)]
-        queue = deque(todo)
-        in_flight: dict[Any, tuple[Any, Task]] = {}
+        queue: deque[Task | Unit] = deque(todo)
+        in_flight: dict[Any, tuple[Any, Task | Unit]] = {}
 
         def collect(ref: Any) -> None:
             """Write what came back and record it; then give that actor its next file."""
-            actor, task = in_flight.pop(ref)
+            actor, item = in_flight.pop(ref)
             try:
                 res = ray.get(ref)
             except ray.exceptions.RayError as exc:
                 res = {"error": _failed_worker(exc), "worker": "ray"}
+            if isinstance(item, Unit):  # a part of a video: the video is done when all are
+                split = item.split
+                queue.extendleft(reversed(split.done(item, res)))
+                if split.finished:
+                    splits.discard(split)
+                    rec.finished(split.finish(str(res.get("worker", "ray"))))
+                feed()  # re-runs of parts may have been queued: to every idle actor
+                return
             files = res.pop("files", None) or []
             if res.get("error") is None and files:
                 try:
-                    _write(task, files)
+                    _write(item, files)
                 except RefacexError as exc:
                     res["error"], res["report"] = str(exc), None
-            rec.finished(Outcome(task, **res))
+            rec.finished(Outcome(item, **res))
             submit(actor)
+
+        def split(task: Task) -> bool:
+            """Cut a long video into parts queued first; False: it runs whole."""
+            try:
+                parts = VideoSplit.start(task, job.video_part_s, n)
+            except RefacexError as exc:
+                rec.started(task, "driver")
+                rec.finished(Outcome(task, error=str(exc), worker="driver"))
+                return True
+            if parts is None:
+                return False
+            rec.started(task, "ray")
+            splits.add(parts)
+            queue.extendleft(reversed(parts.units()))
+            return True
 
         def submit(actor: Any) -> None:
             """Ship the next file to ``actor`` (an unreadable one is recorded failed here)."""
             while queue:
                 task = queue.popleft()
-                if task.kind == "image":
+                if isinstance(task, Unit):
+                    ref = actor.video.remote(str(task.src), str(task.dest), task.hints)
+                elif task.kind == "image":
                     try:
                         data = task.src.read_bytes()
                     except OSError as exc:
@@ -239,15 +269,23 @@ def run(todo: Sequence[Task], job: Job, rec: Recorder, workers: int | None = Non
                                              worker="driver"))
                         continue
                     ref = actor.image.remote(str(task.src), str(task.dest), data)
+                elif job.video_part_s and split(task):
+                    continue
                 else:
                     ref = actor.video.remote(str(task.src), str(task.dest))
-                rec.started(task, "ray")
+                if not isinstance(task, Unit):
+                    rec.started(task, "ray")
                 in_flight[ref] = (actor, task)
                 return
 
-        for _ in range(DEPTH):
-            for actor in actors:
-                submit(actor)
+        def feed() -> None:
+            """Give every actor work up to ``DEPTH`` items in flight."""
+            for _ in range(DEPTH):
+                for actor in actors:
+                    if queue and sum(a is actor for a, _ in in_flight.values()) < DEPTH:
+                        submit(actor)
+
+        feed()
         with _signals_between_waits() as check_signals:
             while in_flight:
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_S)
@@ -255,5 +293,7 @@ def run(todo: Sequence[Task], job: Job, rec: Recorder, workers: int | None = Non
                 if ready:
                     collect(ready[0])
     finally:
+        for parts in splits:
+            parts.discard()  # interrupted before it was joined: its parts' folder goes
         if started:
             ray.shutdown()

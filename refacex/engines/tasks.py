@@ -90,6 +90,9 @@ class Job:
     quality: int = 95
     codec: str | None = None  # videos
     crf: int = 20  # videos
+    #: Videos on Ray: cut at keyframes into parts of at least this many seconds, one task
+    #: each (``engines/videoparts.py``); 0 keeps every video one task.
+    video_part_s: float = 0.0
 
     def digest(self) -> str:
         """Settings + keys, for the manifest (the output format is in the output path)."""
@@ -98,6 +101,9 @@ class Job:
                "method_options": self.method_options or {}, "quality": self.quality,
                "robust_code": self.robust_code,
                "codec": self.codec, "crf": self.crf, "keys": self.keys.fingerprint()}
+        # Not ``video_part_s``: like the number of workers, it says how the work is
+        # shared out, and a video done whole or in parts is done (it differs at most
+        # near the cuts, docs/scaling.md).
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()
                               ).hexdigest()[:32]
 
@@ -207,9 +213,10 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
             return self._result(t0, error=failure_text(exc))
 
-    def video(self, src: str, dest: str) -> dict:
-        """Anonymise one video as a whole (``video.anonymize``), writing ``dest`` and its
-        sidecar itself: a worker elsewhere needs the same paths (a shared filesystem)."""
+    def video(self, src: str, dest: str, hints: list[dict] | None = None) -> dict:
+        """Anonymise one video (or one part of one, ``engines/videoparts.py``; ``hints``:
+        its ``donor_hints``), writing ``dest`` and its sidecar itself: a worker elsewhere
+        needs the same paths (a shared filesystem)."""
         from refacex.video.anonymize import anonymize_video
 
         t0 = time.perf_counter()
@@ -220,7 +227,8 @@ class Worker:
             res = anonymize_video(src, dest, self.keys, method=job.method,
                                   strength=job.strength, method_options=job.method_options,
                                   low_confidence=job.low_confidence, codec=job.codec,
-                                  crf=job.crf, vault_tier="vault" in job.tiers)
+                                  crf=job.crf, vault_tier="vault" in job.tiers,
+                                  donor_hints=hints)
         except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
             return self._result(t0, error=failure_text(exc))
         report = {"output": [str(dest)] + ([str(res.sidecar)] if res.sidecar else []),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -229,7 +230,8 @@ def write_image(path: str | os.PathLike[str], img: np.ndarray, quality: int = 95
 
 
 def clean_stale_temp(folder: Path, older_than_s: float = 0.0) -> int:
-    """Delete our temp files (``.NAME.XXXX.refacex-tmp``) under ``folder``; return how many.
+    """Delete our temp files (``.NAME.XXXX.refacex-tmp``, files and the folders of videos
+    done in parts) under ``folder``; return how many.
 
     ``write_bytes_atomic`` removes its temp file on any exception, but SIGKILL or a power
     cut leaves it behind, hidden. Only regular files named our way and older than
@@ -238,7 +240,20 @@ def clean_stale_temp(folder: Path, older_than_s: float = 0.0) -> int:
     """
     cutoff = time.time() - older_than_s
     removed = 0
-    for root, _dirs, names in os.walk(folder):
+    for root, dirs, names in os.walk(folder):
+        # A video being done in parts keeps them in a folder named the same way.
+        for name in fnmatch.filter(dirs, f".*{TEMP_SUFFIX}"):
+            p = Path(root, name)
+            with contextlib.suppress(OSError):
+                st = p.lstat()
+                # Its newest entry: the folder's own time stays put while a part is being
+                # encoded, the part's file does not (a live run's folder is kept).
+                if stat.S_ISDIR(st.st_mode) and max(
+                        [st.st_mtime] + [e.stat(follow_symlinks=False).st_mtime
+                                         for e in os.scandir(p)]) <= cutoff:
+                    shutil.rmtree(p)
+                    removed += 1
+            dirs.remove(name)
         for name in fnmatch.filter(names, f".*{TEMP_SUFFIX}"):
             p = Path(root, name)
             with contextlib.suppress(OSError):

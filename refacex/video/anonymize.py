@@ -53,7 +53,7 @@ from refacex.anonymize import FaceContext, get_method
 from refacex.anonymize.baselines import BlurAnonymizer
 from refacex.errors import OutputError
 from refacex.faces.confirm import FACE, NOT_FACE, action_for, confirmer
-from refacex.faces.detect import _detector
+from refacex.faces.detect import _detector, iou
 from refacex.faces.types import Face
 from refacex.io.images import TEMP_SUFFIX, encode_image
 from refacex.io.video import VideoReader, VideoWriter, luma
@@ -116,6 +116,12 @@ class TrackReport:
     privacy_risk: float | None = None
     guard_trips: int = 0  # frames the per-frame guard sent to a full check
     first_method_frame: int | None = None  # its first frame with the method (not blur)
+    #: Its first and last edited frames and face boxes (x, y, w, h): where a video cut
+    #: into parts links this track to the next part's (``engines/videoparts.py``).
+    edited: tuple[int, int] | None = None
+    first_box: list[float] | None = None
+    last_box: list[float] | None = None
+    overrides: dict = field(default_factory=dict)  # the swap settings it ended with
 
 
 @dataclass
@@ -205,7 +211,12 @@ class VideoAnonymizer:
                  fps: float = 25.0, min_frames: int = 4, lookahead: int = 6,
                  verify_every_s: float = 2.0, max_keyframes: int = 6,
                  retry_every_s: float = 0.5, max_retries: int = 8,
-                 first_margin: float = FIRST_MARGIN) -> None:
+                 first_margin: float = FIRST_MARGIN,
+                 donor_hints: list[dict] | None = None) -> None:
+        """``donor_hints``: for a video cut into parts, the donors the part before gave
+        the people seen at its last frame (``{"box", "donor", "overrides"}``): a track
+        starting at this part's first frames where a hint's box is keeps that donor
+        (checked like any later keyframe) instead of choosing one."""
         action_for(NOT_FACE, low_confidence)  # validates the policy before any work
         self.keys, self.method, self.low_confidence = keys, method, low_confidence
         self.anonymizer = get_method(method, strength=strength, **(method_options or {}))
@@ -231,6 +242,8 @@ class VideoAnonymizer:
         self.fa = analyzer()
         self.counts: dict[int, list[int]] = {}  # track id -> [method frames, blurred]
         self.first_method: dict[int, int] = {}  # track id -> first frame with the method
+        self.spans: dict[int, list] = {}  # track id -> [first, box, last, box] edited
+        self.hints = list(donor_hints or [])
         self.scanned: dict[int, list[Face]] = {}  # frame -> ``prescan``'s detections
         #: An unconfirmed (plausible) track gets a new second opinion this often (frames):
         #: it may become a face as it turns or grows, but not every frame's worth of cost.
@@ -339,7 +352,7 @@ class VideoAnonymizer:
             track.keyframes.append(index)
             track.key_width, track.key_whole = float(ob.face.box[2]), _inside(ob.face.box,
                                                                                out.shape)
-            if track.donor_index is None:
+            if track.donor_index is None and not self._take_hint(track):
                 return self._first_keyframe(out, ctx, track)
             return self._reverify(out, img, ctx, track)
         self._render(out, ctx, track, track.overrides)
@@ -379,6 +392,24 @@ class VideoAnonymizer:
         face = copy.copy(ctx.face)
         face.embeddings = {}
         return self._risk(out, ctx, get_recognizer("sface").embed(original, face))
+
+    def _take_hint(self, track) -> bool:
+        """Give ``track`` the donor of a hint (``donor_hints``) if it starts in the part's
+        first two frames where the hint's face was (IoU >= 0.3, the best one)."""
+        first, box = self.spans.get(track.id, [None, None])[:2]
+        if not self.hints or first is None or first > 1:
+            return False
+        best = max(self.hints, key=lambda h: iou(np.asarray(h["box"], float), box))
+        if iou(np.asarray(best["box"], float), box) < 0.3:
+            return False
+        self.hints.remove(best)
+        ids = list(self.anonymizer.bank.ids)
+        if best["donor"] not in ids:
+            return False
+        track.donor_index = ids.index(best["donor"])
+        track.donors_seen.append(best["donor"])
+        track.overrides = dict(best.get("overrides") or {})
+        return True
 
     def _first_keyframe(self, out: np.ndarray, ctx: FaceContext, track) -> str:
         """The swap's own choice and verification: the keyed donor for the whole track."""
@@ -513,6 +544,9 @@ class VideoAnonymizer:
             if w <= 0 or h <= 0:
                 continue
             c = self.counts.setdefault(ob.track.id, [0, 0])
+            box = [round(float(v), 1) for v in ob.face.box]
+            span = self.spans.setdefault(ob.track.id, [index, box, index, box])
+            span[2:] = [index, box]
             done = self.apply_method(out, ctx, ob, index) if act == "method" else "blur"
             if act != "method":
                 self.cover(out, ctx)
@@ -530,8 +564,14 @@ class VideoAnonymizer:
                 continue
             out.append(TrackReport(tr.id, tr.first_frame, tr.last_frame, m, b, tr.verdict,
                                    list(tr.donors_seen), list(tr.keyframes), tr.privacy_risk,
-                                   tr.guard_trips, self.first_method.get(tr.id)))
+                                   tr.guard_trips, self.first_method.get(tr.id),
+                                   *self._span(tr.id), dict(tr.overrides or {})))
         return out
+
+
+    def _span(self, track_id: int) -> tuple:
+        s = self.spans.get(track_id)
+        return ((s[0], s[2]), s[1], s[3]) if s else (None, None, None)
 
 
 def anonymize_video(src: str | os.PathLike[str], dest: str | os.PathLike[str],

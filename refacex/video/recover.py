@@ -85,34 +85,42 @@ def recover_video(src: str | os.PathLike[str], dest: str | os.PathLike[str],
                                f"keyframe codes"] + rob.notes, "robust", rob.keyframes)
 
 
-def _recover_from_vault(src: Path, dest: Path, keys: OpenKeys,
-                        sidecar: str | os.PathLike[str] | None, codec: str | None, crf: int,
-                        mode: int) -> VideoRecoverResult:
-    """The vault route of ``recover_video`` (exact regions)."""
-    records = vault.read_records(sidecar or vault.sidecar_path(src))
-    notes: list[str] = []
-    index = _open(records[-1], keys, notes, "video-index")
-    video_id = index.extra.get("video")
-    n_chunks, n_frames = _extra_int(index, "chunks"), _extra_int(index, "frames")
-    bindings = index.extra.get("bindings")
-    if not isinstance(bindings, bytes) or len(bindings) != BINDING_LEN * n_frames:
-        raise vault.VideoVaultError("video vault index is malformed (bindings)")
-    if n_chunks != len(records) - 1:
-        raise vault.VideoVaultError(f"video vault holds {len(records) - 1} chunk(s), its "
-                                    f"index says {n_chunks} (truncated or spliced)")
-    chunk_iter = iter(records[:-1])
-    state = {"seq": 0, "next": 0, "by_frame": {}, "end": 0}
+class _PartVault:
+    """One part's vault (a whole-file run has one part): its index, checked, and its
+    chunks, opened one at a time as the frames reach them."""
 
-    def chunk_for(frame: int) -> list:
-        """The face records of ``frame``, opening the next chunk when needed."""
-        while frame >= state["end"]:
-            blob = next(chunk_iter, None)
+    def __init__(self, records: list[bytes], keys: OpenKeys, notes: list[str],
+                 offset: int) -> None:
+        self.keys, self.notes, self.offset = keys, notes, offset
+        self.index = index = _open(records[-1], keys, notes, "video-index")
+        self.video_id = index.extra.get("video")
+        n_chunks, self.frames = _extra_int(index, "chunks"), _extra_int(index, "frames")
+        self.bindings = index.extra.get("bindings")
+        if not isinstance(self.bindings, bytes) or \
+                len(self.bindings) != BINDING_LEN * self.frames:
+            raise vault.VideoVaultError("video vault index is malformed (bindings)")
+        if n_chunks != len(records) - 1:
+            raise vault.VideoVaultError(f"video vault holds {len(records) - 1} chunk(s), "
+                                        f"its index says {n_chunks} (truncated or spliced)")
+        self.chunks = iter(records[:-1])
+        self.seq = self.next = self.end = 0
+        self.by_frame: dict[int, list] = {}
+
+    def binding(self, frame: int) -> bytes:
+        i = frame - self.offset
+        return self.bindings[i * BINDING_LEN:(i + 1) * BINDING_LEN]
+
+    def records_for(self, frame: int) -> list:
+        """The face records of ``frame`` (the video's index), opening chunks as needed."""
+        local = frame - self.offset
+        while local >= self.end:
+            blob = next(self.chunks, None)
             if blob is None:
                 raise vault.VideoVaultError(f"video vault has no chunk for frame {frame}")
-            c = _open(blob, keys, notes, "video-chunk")
+            c = _open(blob, self.keys, self.notes, "video-chunk")
             first, count = _extra_int(c, "first"), _extra_int(c, "count")
-            if c.extra.get("video") != video_id or _extra_int(c, "seq") != state["seq"] \
-                    or first != state["next"]:
+            if c.extra.get("video") != self.video_id or _extra_int(c, "seq") != self.seq \
+                    or first != self.next:
                 raise vault.VideoVaultError("video vault chunks are out of order or from "
                                             "another video")
             frame_of = c.extra.get("frame_of", b"")
@@ -124,18 +132,35 @@ def _recover_from_vault(src: Path, dest: Path, keys: OpenKeys,
                 if not first <= f < first + count:
                     raise vault.VideoVaultError("video vault chunk is malformed (frame)")
                 by_frame.setdefault(f, []).append(rec)
-            state.update(seq=state["seq"] + 1, next=first + count, by_frame=by_frame,
-                         end=first + count)
-            if (c.image_size[0], c.image_size[1]) != tuple(index.image_size):
+            if (c.image_size[0], c.image_size[1]) != tuple(self.index.image_size):
                 raise vault.VideoVaultError("video vault chunk is for another frame size")
-        return state["by_frame"].get(frame, [])
+            self.seq, self.next, self.end = self.seq + 1, first + count, first + count
+            self.by_frame = by_frame
+        return self.by_frame.get(local, [])
+
+
+def _recover_from_vault(src: Path, dest: Path, keys: OpenKeys,
+                        sidecar: str | os.PathLike[str] | None, codec: str | None, crf: int,
+                        mode: int) -> VideoRecoverResult:
+    """The vault route of ``recover_video`` (exact regions)."""
+    notes: list[str] = []
+    parts: list[_PartVault] = []
+    for records in vault.read_parts(sidecar or vault.sidecar_path(src)):
+        parts.append(_PartVault(records, keys, notes,
+                                parts[-1].offset + parts[-1].frames if parts else 0))
+        if tuple(parts[-1].index.image_size) != tuple(parts[0].index.image_size):
+            raise vault.VideoVaultError("video vault parts are for different frame sizes")
+    n_frames = parts[-1].offset + parts[-1].frames
+    image_size = tuple(parts[0].index.image_size)
+    current = iter(parts)
+    part = next(current)
 
     regions = 0
     with VideoReader(src) as reader:
         info = reader.info
-        if (info.width, info.height) != tuple(index.image_size):
-            raise BindingError(f"video vault is for {index.image_size[0]}x"
-                               f"{index.image_size[1]} frames, this video is "
+        if (info.width, info.height) != image_size:
+            raise BindingError(f"video vault is for {image_size[0]}x"
+                               f"{image_size[1]} frames, this video is "
                                f"{info.width}x{info.height} (re-encoded or resized?)")
         with VideoWriter(dest, info, reader.audio, codec=codec, crf=crf,
                          lossless=codec is None, mode=mode) as writer:
@@ -147,8 +172,10 @@ def _recover_from_vault(src: Path, dest: Path, keys: OpenKeys,
                 i = item.index
                 if i >= n_frames:
                     raise BindingError(f"video has more frames than its vault ({n_frames})")
-                recs = chunk_for(i)
-                want = bindings[i * BINDING_LEN:(i + 1) * BINDING_LEN]
+                while i >= part.offset + part.frames:
+                    part = next(current)
+                recs = part.records_for(i)
+                want = part.binding(i)
                 if image_binding(luma(item.av_frame), [r.rect for r in recs]) != want:
                     raise BindingError(f"frame {i} does not match the video vault (the video "
                                        "was re-encoded or edited, or the vault belongs to "

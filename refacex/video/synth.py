@@ -80,11 +80,14 @@ def scene_frames(name: str, n: int, size: tuple[int, int] = (640, 480),
 
 
 def write_clip(path: str | os.PathLike[str], frames: list[np.ndarray], fps: int = 24,
-               audio: bool = True, crf: int = 18, rotation: int = 0) -> Path:
+               audio: bool = True, crf: int = 18, rotation: int = 0,
+               gop: int | None = None) -> Path:
     """Encode ``frames`` as H.264 (+ a 440 Hz AAC tone as long as the clip) to ``path``.
 
     ``rotation`` (a multiple of 90): store the (upright) frames turned the other way and
-    tag the stream with that display rotation, as a phone held sideways records."""
+    tag the stream with that display rotation, as a phone held sideways records.
+    ``gop``: a keyframe every ``gop`` frames (x264's default is 250: one in a short clip),
+    as cameras write them every second or two."""
     import av
 
     from refacex.io.video import turn_back
@@ -97,7 +100,8 @@ def write_clip(path: str | os.PathLike[str], frames: list[np.ndarray], fps: int 
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         if rotation:
             vs.set_display_rotation(rotation)
-        vs.options = {"crf": str(crf), "preset": "veryfast"}
+        vs.options = {"crf": str(crf), "preset": "veryfast",
+                      **({"g": str(gop)} if gop else {})}
         a = None
         if audio:
             a = c.add_stream("aac", rate=44100)

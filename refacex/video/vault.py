@@ -25,6 +25,13 @@ frame: ``image_binding`` of the decoded output frame's luma plane over that fram
 regions). Recovery checks that every chunk is there, in order, of this video, and that
 every decoded frame matches its binding before it pastes anything: a sidecar moved to
 another video, re-ordered, truncated or edited is refused as a whole.
+
+A video anonymised in parts (``--engine ray`` cuts long videos at keyframes,
+``refacex/io/videoparts.py``) has one vault per part, each as above for its own frames
+(its ``first`` counts from the part's first frame). Joined, they are one sidecar of
+version 2: the parts' records in frame order, each part ended by an empty record
+(length 0). Recovery checks each part as a whole and that the parts' frame counts add
+up to the video's; a part moved, dropped or repeated fails the frame bindings.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from refacex.errors import NoPayloadError, PayloadError
 
 MAGIC = b"REFACEXV"
 VERSION = 1
+#: A sidecar of several parts' vaults (``join``); readers accept both.
+VERSION_PARTS = 2
 _HEADER = MAGIC + bytes([VERSION, 0])
 _LEN = struct.Struct(">I")
 CHUNK_FRAMES = 120
@@ -64,7 +73,16 @@ def record(blob: bytes) -> bytes:
 
 
 def read_records(path: str | os.PathLike[str]) -> list[bytes]:
-    """The sealed payloads in a sidecar, in order; ``NoPayloadError`` if it is missing."""
+    """The sealed payloads of a single-part sidecar, in order; ``NoPayloadError`` if it
+    is missing."""
+    parts = read_parts(path)
+    if len(parts) != 1:
+        raise VideoVaultError(f"{path}: a video vault of {len(parts)} parts")
+    return parts[0]
+
+
+def read_parts(path: str | os.PathLike[str]) -> list[list[bytes]]:
+    """The sealed payloads of a sidecar, per part (one part unless ``join`` made it)."""
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -73,12 +91,13 @@ def read_records(path: str | os.PathLike[str]) -> list[bytes]:
                              "is missing)") from None
     except OSError as exc:
         raise VideoVaultError(f"{p}: cannot read ({exc.strerror or exc})") from None
-    if not data.startswith(MAGIC):
+    if not data.startswith(MAGIC) or len(data) < len(_HEADER):
         raise VideoVaultError(f"{p}: not a refacex video vault (bad signature)")
-    if data[len(MAGIC)] != VERSION:
-        raise VideoVaultError(f"{p}: video vault version {data[len(MAGIC)]} is not "
-                              f"supported (this refacex reads {VERSION})")
-    pos, out = len(_HEADER), []
+    version = data[len(MAGIC)]
+    if version not in (VERSION, VERSION_PARTS):
+        raise VideoVaultError(f"{p}: video vault version {version} is not "
+                              f"supported (this refacex reads {VERSION} and {VERSION_PARTS})")
+    pos, parts, out = len(_HEADER), [], []
     while pos < len(data):
         if pos + _LEN.size > len(data):
             raise VideoVaultError(f"{p}: truncated video vault")
@@ -86,8 +105,31 @@ def read_records(path: str | os.PathLike[str]) -> list[bytes]:
         pos += _LEN.size
         if n > MAX_RECORD or pos + n > len(data):
             raise VideoVaultError(f"{p}: truncated or damaged video vault")
-        out.append(data[pos:pos + n])
+        if n == 0 and version == VERSION_PARTS:
+            if not out:
+                raise VideoVaultError(f"{p}: damaged video vault (an empty part)")
+            parts.append(out)
+            out = []
+        else:
+            out.append(data[pos:pos + n])
         pos += n
-    if len(out) < 1:
+    if version == VERSION:
+        parts.append(out)
+    elif out:
+        raise VideoVaultError(f"{p}: truncated video vault (a part without its end)")
+    if not parts or not parts[0]:
         raise VideoVaultError(f"{p}: empty video vault")
-    return out
+    return parts
+
+
+def join(sidecars: list[Path], dest: Path) -> None:
+    """Write the vaults of a video's parts, in frame order, as one sidecar ``dest``
+    (version 2; nothing is opened or re-sealed, so no key is needed)."""
+    with open(dest, "wb") as fh:
+        fh.write(MAGIC + bytes([VERSION_PARTS, 0]))
+        for side in sidecars:
+            for blob in read_records(side):
+                fh.write(record(blob))
+            fh.write(_LEN.pack(0))
+        fh.flush()
+        os.fsync(fh.fileno())
