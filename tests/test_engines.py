@@ -277,17 +277,24 @@ def test_ray_makes_the_local_engines_decisions_and_its_outputs_recover(tmp_path,
                 assert (rec[e][y:y + h, x:x + w] == original[y:y + h, x:x + w]).all(), (path, e)
 
 
-@pytest.mark.slow
-def test_ray_runs_a_video_as_one_recorded_task_that_recovers(tmp_path):
-    pytest.importorskip("ray")
+def _video_folder(tmp_path: Path, frames: int, gop: int | None = None
+                  ) -> tuple[Path, Path, Path]:
+    """IN with one synthetic clip, OUT (not made) and a passphrase file."""
     from refacex.video.synth import scene_frames, write_clip
 
-    inp, out = tmp_path / "in", tmp_path / "out"
+    inp = tmp_path / "in"
     inp.mkdir()
-    write_clip(inp / "clip.mp4", scene_frames("one", 12, (320, 240)))
+    write_clip(inp / "clip.mp4", scene_frames("one", frames, (320, 240)), gop=gop)
     pw = tmp_path / "pw"
     pw.write_bytes(b"engines test passphrase")
     pw.chmod(0o600)
+    return inp, tmp_path / "out", pw
+
+
+@pytest.mark.slow
+def test_ray_runs_a_video_as_one_recorded_task_that_recovers(tmp_path):
+    pytest.importorskip("ray")
+    inp, out, pw = _video_folder(tmp_path, 12)
     r = cli("anonymize", str(inp), "-o", str(out), "--passphrase-file", str(pw),
             "--method", "blur", "--engine", "ray", "--workers", "1")
     assert r.returncode == 0, r.stderr
@@ -300,19 +307,14 @@ def test_ray_runs_a_video_as_one_recorded_task_that_recovers(tmp_path):
     assert "12 frame(s)" in r.stdout
 
 
+@pytest.mark.slow
 def test_ray_cuts_a_long_video_into_parts_joined_with_one_donor_that_recover(tmp_path):
     """``--video-part-s``: the parts run on two actors; the driver joins them (one video,
     one vault of two parts) and the manifest records one done video."""
     pytest.importorskip("ray")
-    from refacex.video.synth import scene_frames, write_clip
     from refacex.video.vault import read_parts, sidecar_path
 
-    inp, out = tmp_path / "in", tmp_path / "out"
-    inp.mkdir()
-    write_clip(inp / "clip.mp4", scene_frames("one", 72, (320, 240)), gop=24)
-    pw = tmp_path / "pw"
-    pw.write_bytes(b"engines test passphrase")
-    pw.chmod(0o600)
+    inp, out, pw = _video_folder(tmp_path, 72, gop=24)
     r = cli("anonymize", str(inp), "-o", str(out), "--passphrase-file", str(pw),
             "--engine", "ray", "--workers", "2", "--video-part-s", "1")
     assert r.returncode == 0, r.stderr
