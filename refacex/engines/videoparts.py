@@ -37,17 +37,15 @@ from typing import Any
 import numpy as np
 
 from refacex.engines.tasks import Outcome, Task, failure_text
-from refacex.errors import OutputError, RefacexError
+from refacex.errors import OutputError
 from refacex.io.images import TEMP_SUFFIX
 from refacex.io.videoparts import Part, cut_parts, join_parts, plan_parts
+from refacex.video.anonymize import LINK_IOU
 
 #: ``--video-part-s`` by default: parts long enough that the cuts are few (each one
 #: costs a worker's model warm-up and, at most, a re-run of the part), short enough that
 #: a few minutes of video keep a handful of workers busy.
 DEFAULT_PART_S = 30.0
-#: Boxes of a track at a part's last frame and of one at the next part's first frame
-#: overlap at least this much to be the same person (one frame apart).
-LINK_IOU = 0.3
 
 
 @dataclass
@@ -61,10 +59,6 @@ class Unit:
     hints: list[dict] | None = None
 
 
-def _get(track: Any, name: str) -> Any:
-    return track.get(name) if isinstance(track, dict) else getattr(track, name)
-
-
 def link_tracks(before: list[dict], frames_before: int, after: list[dict]
                 ) -> dict[int, int]:
     """Which track of a part (``after``, by position) continues which track of the part
@@ -73,14 +67,13 @@ def link_tracks(before: list[dict], frames_before: int, after: list[dict]
     from refacex.faces.detect import iou
 
     ends = [i for i, t in enumerate(before)
-            if _get(t, "edited") and _get(t, "edited")[1] == frames_before - 1]
+            if t["edited"] and t["edited"][1] == frames_before - 1]
     pairs = []
     for j, t in enumerate(after):
-        if not _get(t, "edited") or _get(t, "edited")[0] > 1:
+        if not t["edited"] or t["edited"][0] > 1:
             continue
         for i in ends:
-            o = iou(np.asarray(_get(before[i], "last_box"), float),
-                    np.asarray(_get(t, "first_box"), float))
+            o = iou(np.asarray(before[i]["last_box"], float), np.asarray(t["first_box"], float))
             if o >= LINK_IOU:
                 pairs.append((o, i, j))
     links: dict[int, int] = {}
@@ -92,24 +85,37 @@ def link_tracks(before: list[dict], frames_before: int, after: list[dict]
     return links
 
 
-def seam_hints(tracks: list[list[dict]], frames: list[int]) -> dict[int, list[dict]]:
-    """The donor hints of each part (by index) whose linked tracks chose a donor other
-    than their chain's; a chain's donor is that of its first track with one."""
-    chain: list[list[tuple[str, dict] | None]] = []  # per part, per track: its chain's
-    hints: dict[int, list[dict]] = {}
+def people(tracks: list[list[dict]], frames: list[int]) -> list[list[int]]:
+    """Per part, per track: the person it is (0, 1, ...), the same for tracks linked
+    across the cuts (``link_tracks``)."""
+    out: list[list[int]] = []
+    count = 0
     for k, part in enumerate(tracks):
         links = link_tracks(tracks[k - 1], frames[k - 1], part) if k else {}
-        mine: list[tuple[str, dict] | None] = []
-        for j, t in enumerate(part):
-            own = (_get(t, "donors")[0], dict(_get(t, "overrides") or {})) \
-                if _get(t, "donors") else None
-            inherited = chain[k - 1][links[j]] if j in links else None
-            if inherited is not None and own is not None and own[0] != inherited[0]:
-                hints.setdefault(k, []).append({"box": list(_get(t, "first_box")),
-                                                "donor": inherited[0],
-                                                "overrides": inherited[1]})
-            mine.append(inherited or own)
-        chain.append(mine)
+        mine = []
+        for j in range(len(part)):
+            if j in links:
+                mine.append(out[k - 1][links[j]])
+            else:
+                mine.append(count)
+                count += 1
+        out.append(mine)
+    return out
+
+
+def seam_hints(tracks: list[list[dict]], frames: list[int]) -> dict[int, list[dict]]:
+    """The donor hints of each part (by index) whose tracks chose a donor other than
+    their person's: that of the person's first track (in frame order) with one."""
+    donor: dict[int, tuple[str, dict]] = {}
+    hints: dict[int, list[dict]] = {}
+    for k, (part, who) in enumerate(zip(tracks, people(tracks, frames), strict=True)):
+        for t, p in zip(part, who, strict=True):
+            if not t["donors"]:
+                continue
+            first = donor.setdefault(p, (t["donors"][0], dict(t["overrides"] or {})))
+            if first[0] != t["donors"][0]:
+                hints.setdefault(k, []).append({"box": list(t["first_box"]),
+                                                "donor": first[0], "overrides": first[1]})
     return hints
 
 
@@ -197,17 +203,13 @@ class VideoSplit:
             if self.error is not None:
                 return Outcome(self.task, error=f"{self.task.src}: {self.error}",
                                seconds=self.seconds, worker=worker)
-            try:
-                report = self._join()
-            except RefacexError as exc:
-                return Outcome(self.task, error=str(exc), seconds=self.seconds,
-                               worker=worker)
-            except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
-                return Outcome(self.task, error=failure_text(exc), seconds=self.seconds,
-                               worker=worker)
-            return Outcome(self.task, report=report, seconds=self.seconds, worker=worker)
+            report = self._join()
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
+            return Outcome(self.task, error=failure_text(exc), seconds=self.seconds,
+                           worker=worker)
         finally:
             self.discard()
+        return Outcome(self.task, report=report, seconds=self.seconds, worker=worker)
 
     def _join(self) -> dict:
         from refacex.video import vault
@@ -238,36 +240,28 @@ class VideoSplit:
         n = len(self.parts)
         got = [self.results[k] for k in range(n)]
         frames = [int(r["frames"]) for r in got]
+        who = people([r["tracks"] for r in got], frames)
         tracks: list[dict] = []
-        person: list[list[int]] = []
-        offset = next_person = 0
+        offset = 0
         for k, r in enumerate(got):
-            links = link_tracks(got[k - 1]["tracks"], frames[k - 1], r["tracks"]) if k else {}
-            mine = []
-            for j, t in enumerate(r["tracks"]):
-                t = dict(t) if isinstance(t, dict) else dict(vars(t))
+            for t, p in zip(r["tracks"], who[k], strict=True):
+                t = dict(t)
                 for name in ("first_frame", "last_frame", "first_method_frame"):
                     if t.get(name) is not None:
                         t[name] += offset
                 t["keyframes"] = [f + offset for f in t.get("keyframes") or []]
                 if t.get("edited"):
                     t["edited"] = (t["edited"][0] + offset, t["edited"][1] + offset)
-                t["part"] = k
-                if j in links:
-                    t["person"] = person[k - 1][links[j]]
-                else:
-                    t["person"], next_person = next_person, next_person + 1
-                mine.append(t["person"])
+                t["part"], t["person"] = k, p
                 tracks.append(t)
-            person.append(mine)
             offset += frames[k]
         swapped = {t["person"] for t in tracks if t["frames"]}
-        people = {t["person"] for t in tracks}
+        everyone = {t["person"] for t in tracks}
         wall = time.perf_counter() - self.started
         side = vault.sidecar_path(self.task.dest)
         return {"output": [str(self.task.dest)] + ([str(side)] if side.is_file() else []),
                 "frames": sum(frames), "anonymized_tracks": len(swapped),
-                "blurred_only_tracks": len(people - swapped),
+                "blurred_only_tracks": len(everyone - swapped),
                 "regions": sum(int(r["regions"]) for r in got),
                 "fps": round(sum(frames) / wall, 2) if wall > 0 else 0.0,
                 "parts": n, "parts_redone": sorted(self.reruns), "tracks": tracks}

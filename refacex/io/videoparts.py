@@ -103,8 +103,8 @@ def cut_parts(src: str | os.PathLike[str], parts: list[Part], folder: Path) -> l
     return paths
 
 
-def join_parts(src: str | os.PathLike[str], parts: list[tuple[Path, int]], dest: Path,
-               input_time_base: Fraction | None = None) -> Path:
+def join_parts(src: str | os.PathLike[str], parts: list[tuple[Path, int]], dest: Path
+               ) -> Path:
     """Join the anonymised ``parts`` ((file, offset in the input's time base)), in order,
     with the audio of ``src``, into a hidden temp file beside ``dest``; returns the temp
     file (the caller renames it into place once the vault is in place too)."""
@@ -117,7 +117,7 @@ def join_parts(src: str | os.PathLike[str], parts: list[tuple[Path, int]], dest:
         with av.open(str(src)) as source, \
                 av.open(str(tmp), "w", format=_FORMATS.get(dest.suffix.lower(), "mp4")) as out:
             vin = source.streams.video[0]
-            in_tb = input_time_base or Fraction(vin.time_base)
+            in_tb = Fraction(vin.time_base)
             with av.open(str(parts[0][0])) as first:
                 vout = out.add_stream_from_template(first.streams.video[0])
             aud = source.streams.audio[0] if source.streams.audio else None

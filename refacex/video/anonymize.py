@@ -79,6 +79,10 @@ GUARD_SLACK = 0.03
 #: Smallest face (detector box width, px) that gets the swap; smaller ones are blurred
 #: (the donor crop would be upsampled mush, and the verification is unreliable there).
 MIN_SWAP_PX = 32
+#: A face at a video part's first frame is the one at the last frame of the part before
+#: (a person on screen across a cut, ``engines/videoparts.py``) when their boxes overlap
+#: at least this much: one frame apart, the same face overlaps far more.
+LINK_IOU = 0.3
 
 
 @dataclass
@@ -395,13 +399,15 @@ class VideoAnonymizer:
 
     def _take_hint(self, track) -> bool:
         """Give ``track`` the donor of a hint (``donor_hints``) if it starts in the part's
-        first two frames where the hint's face was (IoU >= 0.3, the best one)."""
+        first two frames where the hint's face was (IoU >= ``LINK_IOU``, the best one)."""
         first, box = self.spans.get(track.id, [None, None])[:2]
         if not self.hints or first is None or first > 1:
             return False
-        best = max(self.hints, key=lambda h: iou(np.asarray(h["box"], float), box))
-        if iou(np.asarray(best["box"], float), box) < 0.3:
+        overlap, best = max((iou(np.asarray(h["box"], float), box), i)
+                            for i, h in enumerate(self.hints))
+        if overlap < LINK_IOU:
             return False
+        best = self.hints[best]
         self.hints.remove(best)
         ids = list(self.anonymizer.bank.ids)
         if best["donor"] not in ids:
@@ -567,7 +573,6 @@ class VideoAnonymizer:
                                    tr.guard_trips, self.first_method.get(tr.id),
                                    *self._span(tr.id), dict(tr.overrides or {})))
         return out
-
 
     def _span(self, track_id: int) -> tuple:
         s = self.spans.get(track_id)
