@@ -66,7 +66,15 @@ from refacex.faces.masks import face_mask
 from refacex.faces.recognizers import get_recognizer
 from refacex.faces.types import Face
 from refacex.payload.keyring import SealKeys
-from refacex.video.anonymize import GUARD_SLACK, MIN_SWAP_PX, Region, VideoAnonymizer
+from refacex.video.anonymize import (
+    GUARD_SLACK,
+    MIN_SWAP_PX,
+    Region,
+    VideoAnonymizer,
+    blend_in,
+    cut_alpha,
+    face_cut,
+)
 from refacex.video.threads import PriorityWorker
 from refacex.video.track import Observation, Track
 
@@ -139,14 +147,6 @@ def _warp_in(ctx: FaceContext, img: np.ndarray, interp: int = cv2.INTER_LINEAR
     _, _, w, h = ctx.rect
     return cv2.warpAffine(img, invert_affine(_roi_matrix(ctx)), (w, h), flags=interp,
                           borderMode=cv2.BORDER_REPLICATE)
-
-
-def _blend(out: np.ndarray, ctx: FaceContext, top: np.ndarray, alpha: np.ndarray) -> None:
-    x, y, w, h = ctx.rect
-    roi = out[y:y + h, x:x + w].astype(np.float32)
-    a = alpha[..., None]
-    out[y:y + h, x:x + w] = np.clip(roi + a * (top.astype(np.float32) - roi) + 0.5, 0,
-                                    255).astype(np.uint8)
 
 
 class RealtimeAnonymizer(VideoAnonymizer):
@@ -280,7 +280,7 @@ class RealtimeAnonymizer(VideoAnonymizer):
                 tr = ob.track
                 if (not ob.coasting and tr.hits >= 2 and tr.verdict == FACE
                         and not tr.keyframes and float(ob.face.box[2]) >= MIN_SWAP_PX
-                        and not _cut(ob.face, img.shape)):
+                        and not face_cut(ob.face, img.shape)):
                     st = self.states.setdefault(tr.id, _State())
                     if st.job is None:
                         self._submit(tr, st, ob.face, index, img)
@@ -333,18 +333,9 @@ class RealtimeAnonymizer(VideoAnonymizer):
                            interpolation=cv2.INTER_AREA)
         small = cv2.GaussianBlur(small, (0, 0), sigma / f)
         blurred = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-        if _cut(ctx.face, out.shape):
-            # Cut by the frame edge, the 5 points (so the placed mean shape) come out
-            # too small: blur the detection box, grown, instead of the shape's mask.
-            alpha = np.zeros((h, w), np.float32)
-            bx, by, bw, bh = (float(v) for v in ctx.face.box)
-            centre = (int(round(bx + bw / 2 - x)), int(round(by + bh / 2 - y)))
-            axes = (int(round(0.65 * bw)), int(round(0.65 * bh)))
-            cv2.ellipse(alpha, centre, axes, 0, 0, 360, 1.0, -1)
-            alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.0, 0.05 * bw))
-        else:
-            alpha = _warp_in(ctx, self.cover_mask)
-        _blend(out, ctx, blurred, alpha)
+        alpha = (cut_alpha(ctx) if face_cut(ctx.face, out.shape)
+                 else _warp_in(ctx, self.cover_mask))
+        blend_in(out, ctx, blurred, alpha)
 
     def apply_method(self, out: np.ndarray, ctx: FaceContext, ob: Observation,
                      index: int) -> str:
@@ -374,7 +365,7 @@ class RealtimeAnonymizer(VideoAnonymizer):
                 self._submit(track, st, ctx.face, index)
             self.cover(out, ctx)
             return "blur"
-        if _cut(ctx.face, out.shape):
+        if face_cut(ctx.face, out.shape):
             self.cover(out, ctx)
             return "blur"
         resid = self._residual(ctx, tex)
@@ -417,7 +408,7 @@ class RealtimeAnonymizer(VideoAnonymizer):
         gain = np.clip(_mean_under(src, ctx.matrix, weight) / np.maximum(tex.mean, 1.0),
                        *_GAIN)
         top = _warp_in(ctx, tex.crop).astype(np.float32) * gain
-        _blend(out, ctx, top, _warp_in(ctx, tex.alpha))
+        blend_in(out, ctx, top, _warp_in(ctx, tex.alpha))
 
     # ---------------------------------------------------------------- the worker
     def _warm_up(self) -> None:
@@ -570,17 +561,6 @@ def _gap(a: np.ndarray, b: np.ndarray) -> float:
     """Distance of two boxes' centres in face sizes (of the larger)."""
     ca, cb = a[:2] + a[2:] / 2, b[:2] + b[2:] / 2
     return float(np.linalg.norm(ca - cb)) / max(float(a[2]), float(b[2]), 1.0)
-
-
-def _cut(face: Face, shape: tuple[int, ...]) -> bool:
-    """Are the face's brows or eyes (of the placed mean shape) outside the frame? The
-    texture cannot be checked on such a face: what is left of it (mouth, kept teeth,
-    chin) identified people in our clips while the check, at slightly different points,
-    passed it. Such a face is blurred."""
-    assert face.landmarks is not None
-    pts = face.landmarks[17:48]  # brows, nose bridge and tip, eyes
-    h, w = shape[:2]
-    return bool(((pts < 0) | (pts >= np.array([w, h], np.float32))).any())
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,10 @@ class Observation:
     track: Track
     face: Face
     coasting: bool = False
+    #: The detection itself, before smoothing (None when coasting): an attacker aligns
+    #: at the points a detector finds, not at our smoothed ones (the privacy checks
+    #: measure at both).
+    detected: Face | None = None
 
 
 def _centre(box: np.ndarray) -> np.ndarray:
