@@ -100,9 +100,6 @@ def write_clip(path: str | os.PathLike[str], frames: list[np.ndarray], fps: int 
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         if rotation:
             vs.set_display_rotation(rotation)
-        # One encoder thread: x264's threaded encoder gave different frames from run to
-        # run here (from frame 9 of the test clip on), so a test's input was not the same
-        # twice; a clip to measure on must be.
         # No macroblock tree: with it, this x264 gave other frames from run to run once
         # the process had decoded a video (the test clip differed from frame 0 in two of
         # four writes), so a test did not measure the same input twice.
