@@ -151,9 +151,9 @@ def test_face_cut_by_the_frame_edge_is_never_left_identifiable(tmp_path, tom, as
     """The clip again with +-1 grey-level noise, as another camera or encoder would
     give it. The astronaut's head is cut by the top edge all through, where SFace swings
     with the alignment points (a swapped frame measured 0.23 at the engine's points and
-    0.38 at a re-detection 2 px away). Before the engine checked such faces at moved
-    points and blurred those with the eyes at the edge, each of these two variants left
-    one frame the same person for SFace (frame 18, the face leaving at the top)."""
+    0.38 at a re-detection 2 px away). Before the engine checked every frame with the
+    full margin and blurred faces with the eyes at the edge, each of these two variants
+    left one frame the same person for SFace (frame 18, the face leaving at the top)."""
     from refacex.video.anonymize import anonymize_video
 
     rng = np.random.default_rng(seed)

@@ -81,10 +81,6 @@ GUARD_SLACK = 0.0
 #: A face whose eye centre is this close to the frame edge (eye distances), or beyond
 #: it, is blurred rather than swapped (``eyes_at_edge``).
 EYE_EDGE = 0.15
-#: How far (eye distances) the alignment points are moved to check a swap on a face the
-#: frame edge cuts (``VideoAnonymizer._attacker_refs``): the re-detection after encoding
-#: moved them ~0.07.
-EDGE_JITTER = 0.08
 #: Smallest face (detector box width, px) that gets the swap; smaller ones are blurred
 #: (the donor crop would be upsampled mush, and the verification is unreliable there).
 MIN_SWAP_PX = 32
@@ -425,36 +421,21 @@ class VideoAnonymizer:
 
         return get_recognizer("sface").embed(original, ctx.face)
 
-    def _attacker_refs(self, original: np.ndarray, ctx: FaceContext, ob: Observation
+    @staticmethod
+    def _attacker_refs(original: np.ndarray, ctx: FaceContext, ob: Observation
                        ) -> list[tuple[Face, np.ndarray]]:
-        """Where else an attacker may align the face, each with the original's SFace
-        embedding to compare against (``_risk``'s ``extra``):
-
-        * the raw detection, where its points differ from the tracked (smoothed) ones
-          the face is edited at: at a frame edge the two sets of eyes were 3 px apart on
-          a 66 px face, and SFace at the detected ones judged a swapped frame the same
-          person (0.37) where the tracked ones said 0.25;
-        * for a face whose brows the frame edge cuts off (``face_cut``), the tracked
-          points moved by ``EDGE_JITTER`` eye distances up, down, left and right: with
-          half the alignment crop outside the frame, SFace swings with the points — the
-          re-detection after encoding moved the eyes 2 px and one swapped frame went
-          from 0.23 to 0.38. A swap kept there must be private at all of them."""
+        """The raw detection, with the original's SFace embedding there, where its
+        points differ from the tracked (smoothed) ones the face is edited at (``_risk``'s
+        ``extra``): an attacker who knows where the face was aligns where a detector
+        finds it, as the audit's known-location check does. At a frame edge the two sets
+        of eyes were 3 px apart on a 66 px face, and SFace at the detected ones judged a
+        swapped frame the same person (0.37) where the tracked ones said 0.25."""
         from refacex.faces.recognizers import get_recognizer
 
-        sface = get_recognizer("sface")
-        refs: list[tuple[Face, np.ndarray]] = []
         d = ob.detected
-        if d is not None and float(np.abs(d.kps - ctx.face.kps).max()) > 0.5:
-            refs.append((d, sface.embed(original, d)))
-        if face_cut(ctx.face, original.shape):
-            own = self._own(original, ctx)
-            step = EDGE_JITTER * ctx.face.inter_ocular
-            for dx, dy in ((0, -step), (0, step), (-step, 0), (step, 0)):
-                moved = copy.copy(ctx.face)
-                moved.kps = ctx.face.kps + np.array([dx, dy], np.float32)
-                moved.box = ctx.face.box + np.array([dx, dy, 0, 0], np.float32)
-                refs.append((moved, own))
-        return refs
+        if d is None or float(np.abs(d.kps - ctx.face.kps).max()) <= 0.5:
+            return []
+        return [(d, get_recognizer("sface").embed(original, d))]
 
     def _take_hint(self, track) -> bool:
         """Give ``track`` the donor of a hint (``donor_hints``) if it starts in the part's
@@ -784,9 +765,9 @@ def face_cut(face: Face, shape: tuple[int, ...]) -> bool:
     frame? On such a face SFace swings with the alignment points (half its crop is
     outside the frame): what was left of a swapped face (mouth, kept teeth, chin)
     identified people in our clips while the check, at slightly different points,
-    passed it. The real-time engine blurs it (``cut_alpha``); this one checks it at
-    moved points too (``VideoAnonymizer._attacker_refs``) and blurs it when the eyes
-    themselves are at the edge (``eyes_at_edge``)."""
+    passed it. The real-time engine blurs it; this one checks it like any face and
+    blurs it when the eyes themselves are at the edge (``eyes_at_edge``). Both cover it
+    with ``cut_alpha``."""
     assert face.landmarks is not None
     pts = face.landmarks[17:48]
     h, w = shape[:2]
@@ -795,9 +776,10 @@ def face_cut(face: Face, shape: tuple[int, ...]) -> bool:
 
 def eyes_at_edge(face: Face, shape: tuple[int, ...]) -> bool:
     """Is an eye centre (the detector's points) within ``EYE_EDGE`` eye distances of
-    the frame edge, or outside it? Swaps kept there left frames identifiable even when
-    checked at moved points (the test clip's astronaut leaving at the top, eyes 0-2 px
-    from the edge: SFace 0.37 in the encoded video)."""
+    the frame edge, or outside it? There half of SFace's alignment crop is outside the
+    frame and its score swings with the points: a swapped frame of the test clip's
+    astronaut leaving at the top (eyes 0-2 px from the edge) measured 0.23 at the points
+    re-detected before encoding and 0.38, the same person, 2 px lower after it."""
     m = EYE_EDGE * face.inter_ocular
     eyes = face.kps[:2]
     h, w = shape[:2]
