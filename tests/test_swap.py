@@ -85,6 +85,25 @@ def test_keyed_choice_matches_traits():
         assert all((bank.p_male[k] > 0.5) == (p_male > 0.5) for k in firsts)
 
 
+def test_donors_with_a_fringe_or_cap_go_last():
+    """A platinum fringe (g00800) pasted onto t1's dark-haired woman showed as a patch of
+    blonde hair on her forehead: donors with hair or a cap over the lower forehead are
+    recognised by texture (light hair passes the darker-than-skin occluder test) and
+    come after every bare-forehead donor among the nearest, for any key."""
+    bank = load_bank("gan")
+    ids = list(bank.ids)
+    assert bank.has_fringe(ids.index("g00800")) and bank.has_fringe(ids.index("g00419"))
+    assert not bank.has_fringe(ids.index("g01470")) and not bank.has_fringe(ids.index("g00281"))
+    k = ids.index("g00800")
+    t = Traits(skin=bank.skin[k], yaw=float(bank.pose[k, 0]), mouth_open=float(bank.mouth_open[k]),
+               p_male=float(bank.p_male[k]), age=float(bank.age[k]), happy=float(bank.happy[k]))
+    assert int(np.argsort(bank.distances(t))[0]) == k  # it is its own nearest donor...
+    for i in range(8):
+        order = bank.order_for(None, None, t, b"k%d" % i, None)
+        assert order.index(k) >= len(bank) - 2 * 16  # ...and still comes after the bare ones
+        assert not any(bank.has_fringe(j) for j in order[:16])
+
+
 def test_keyed_choice_matches_smile_and_age():
     """A neutral face's candidates are not smiling and an older face's are not young: most
     rendered faces smile, and a smiling donor's cheeks survive the warp onto a neutral

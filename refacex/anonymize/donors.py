@@ -275,6 +275,28 @@ class DonorBank:
 
 #: Photoreal donors whose traits are nearest to the face; the key picks among them.
 N_GAN_CANDIDATES = 16
+#: A donor whose lower forehead has this much more fine texture than its cheeks has a
+#: fringe, a cap or a headband there (``fringe_score``): pasted onto a bare forehead it
+#: shows as a patch of someone else's hair (a platinum fringe on a dark-haired woman in
+#: the t1 sample). Of the 226 shipped donors 19 score above it, nearly all fringes or caps.
+FRINGE_MAX = 0.95
+
+
+def fringe_score(crop: np.ndarray, lm: np.ndarray) -> float:
+    """Fine texture (grey level minus its 2 px blur, median magnitude) of the lower
+    forehead band over that of the cheeks. Hair and fabric are textured, skin is not; the
+    ratio cancels the photo's sharpness. The darker-than-skin test of ``occluder_mask``
+    misses light hair, which is why this one looks at texture, not colour."""
+    hw = crop.shape[:2]
+    band = (face_mask(hw, lm, 0.5) > 0) & (face_mask(hw, lm, 0.15) == 0)
+    rows = np.arange(hw[0])[:, None]
+    cheeks = ((cv2.erode(face_mask(hw, lm, 0.0), np.ones((15, 15), np.uint8)) > 0)
+              & (rows > lm[41, 1] + 5) & (rows < lm[48, 1] - 3))
+    if not band.any() or not cheeks.any():
+        return 0.0
+    g = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    hp = np.abs(g - cv2.GaussianBlur(g, (0, 0), 2.0))
+    return float(np.median(hp[band]) / (np.median(hp[cheeks]) + 0.5))
 
 
 class GanDonorBank:
@@ -312,6 +334,7 @@ class GanDonorBank:
         self.direction_attrs = (tuple(str(a) for a in z["direction_attrs"])
                                 if "direction_attrs" in z.files else ())
         self._images: dict[int, np.ndarray] = {}
+        self._fringe: dict[int, bool] = {}
         if len(self._offsets) != len(self.ids) + 1 or self.landmarks.shape[1:] != (68, 2):
             raise ValueError(f"{path}: inconsistent donor bank")
 
@@ -367,12 +390,23 @@ class GanDonorBank:
         (keyed permutation), then the rest by trait distance in keyed blocks of the same
         size, so a fallback donor is still a plausible match and still unpredictable."""
         del crop, lm
-        near = np.argsort(self.distances(traits), kind="stable")
+        near = [int(i) for i in np.argsort(self.distances(traits), kind="stable")]
+        # Donors with a fringe or cap over the forehead go last (``FRINGE_MAX``); only the
+        # nearest few are looked at, so the first swap does not decode the whole bank.
+        head, tail = near[:2 * N_GAN_CANDIDATES], near[2 * N_GAN_CANDIDATES:]
+        near = ([i for i in head if not self.has_fringe(i)] + tail
+                + [i for i in head if self.has_fringe(i)])
         bucket = _bucket(self.projections, embedding)
         out: list[int] = []
         for s in range(0, len(near), N_GAN_CANDIDATES):
-            out += _keyed_rank(donor_key, bucket, [int(i) for i in near[s:s + N_GAN_CANDIDATES]])
+            out += _keyed_rank(donor_key, bucket, near[s:s + N_GAN_CANDIDATES])
         return out
+
+    def has_fringe(self, k: int) -> bool:
+        """Does donor ``k`` have hair or a cap over its lower forehead (``fringe_score``)?"""
+        if k not in self._fringe:
+            self._fringe[k] = fringe_score(self.image(k), self.landmarks[k]) > FRINGE_MAX
+        return self._fringe[k]
 
 
 def load_bank(kind: str = "gan", path: Path | str | None = None) -> DonorBank | GanDonorBank:
