@@ -64,8 +64,15 @@ def occluder_mask(crop: np.ndarray, lm: np.ndarray, skin_lab: np.ndarray,
     region = band | ring
     lab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB).astype(np.float32)
     lab = cv2.GaussianBlur(lab, (0, 0), 1.0)
-    d_l = np.asarray(skin_lab, np.float32)[0] - lab[..., 0]  # > 0: darker than skin
-    d_ab = np.linalg.norm(lab[..., 1:] - np.asarray(skin_lab, np.float32)[1:], axis=-1)
+    skin = np.asarray(skin_lab, np.float32)
+    d_l = skin[0] - lab[..., 0]  # > 0: darker than skin
+    d_ab = np.linalg.norm(lab[..., 1:] - skin[1:], axis=-1)
+    # Skin in a highlight is lighter and less saturated than the cheeks (towards white):
+    # not an occluder. Counted as one, a shiny or overexposed forehead was kept as it
+    # was, a pale patch with a hard edge in the donor's face (two of t1's women).
+    chroma = np.linalg.norm(lab[..., 1:] - 128.0, axis=-1)
+    highlight = (d_l < -5.0) & (chroma < np.linalg.norm(skin[1:] - 128.0))
+    d_ab = np.where(highlight, 0.0, d_ab)
     score = np.maximum(d_l - 18.0, 0.0) / 12.0 + np.maximum(d_ab - 14.0, 0.0) / 10.0
     occ = (np.clip(score, 0.0, 1.0) * region).astype(np.float32)
     # Hair is a connected strand, not speckle: open away isolated pixels (pores, moles).
