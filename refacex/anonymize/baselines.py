@@ -38,10 +38,13 @@ class BlurAnonymizer(Anonymizer):
     def __init__(self, strength: float = 1.0) -> None:
         self.strength = strength
 
+    def sigma(self, ctx: FaceContext) -> float:
+        """The blur's sigma (px) for this face: 0.35 eye distances at strength 1."""
+        return max(1.0, 0.35 * ctx.face.inter_ocular * self.strength)
+
     def apply(self, img: np.ndarray, ctx: FaceContext) -> None:
         alpha, sl = _region_mask(ctx, img.shape[:2])
-        sigma = max(1.0, 0.35 * ctx.face.inter_ocular * self.strength)
-        _blend(img, sl, cv2.GaussianBlur(img[sl], (0, 0), sigma), alpha)
+        _blend(img, sl, cv2.GaussianBlur(img[sl], (0, 0), self.sigma(ctx)), alpha)
 
 
 class PixelateAnonymizer(Anonymizer):

@@ -41,6 +41,7 @@ All work happens in the 256 px canonical crop; only ``ctx.rect`` of the image is
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -63,6 +64,7 @@ from refacex.faces.masks import face_mask, part_mask
 from refacex.faces.photometry import face_normals, fit_sh_lighting, transfer_shading
 from refacex.faces.pose import PNP_POINTS, estimate_pose
 from refacex.faces.recognizers import get_recognizer
+from refacex.faces.types import Face
 
 #: Resolution of the lighting fit: shading is low-frequency, 64 px is plenty and ~16x
 #: cheaper than fitting at 256.
@@ -571,14 +573,20 @@ class SwapAnonymizer(Anonymizer):
         return risk
 
     def _attacker_similarity(self, img: np.ndarray, ctx: FaceContext,
-                             original: np.ndarray, seen) -> float:
+                             original: np.ndarray, seen,
+                             also: Sequence[tuple[Face, np.ndarray]] = ()) -> float:
         """SFace similarity to the original as an attacker would measure it: at the
-        original landmarks *and* at a fresh detection (``seen``; the worse of the two),
-        since a swapped face re-detects with slightly different points."""
+        original landmarks *and* at a fresh detection (``seen``; the worst of them),
+        since a swapped face re-detects with slightly different points. ``also``: more
+        (face points, the original's embedding there) pairs, each compared at its own
+        points and at ``seen`` (the video engine adds the raw detection's)."""
         sface = get_recognizer("sface")
-        sims = [sface.similarity(original, sface.embed(img, ctx.face))]
-        if seen is not None:
-            sims.append(sface.similarity(original, sface.embed(img, seen)))
+        at_seen = sface.embed(img, seen) if seen is not None else None
+        sims = []
+        for face, own in [(ctx.face, original), *also]:
+            sims.append(sface.similarity(own, sface.embed(img, face)))
+            if at_seen is not None:
+                sims.append(sface.similarity(own, at_seen))
         return max(sims)
 
     def apply(self, img: np.ndarray, ctx: FaceContext) -> None:

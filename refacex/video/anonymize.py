@@ -357,12 +357,12 @@ class VideoAnonymizer:
         track = ob.track
         if eyes_at_edge(ctx.face, out.shape):
             # What is left of a face cut at the eyes by the frame edge cannot be checked
-            # (see ``_attacker_refs``): blurred, as the real-time engine does.
+            # (see ``eyes_at_edge``): blurred, as the real-time engine does.
             self.cover(out, ctx)
             return "blur"
         img = out.copy()
-        extra = self._attacker_refs(img, ctx, ob) if self.verify else []
         if self._due(track, ob.face, index, out.shape):
+            extra = self._attacker_refs(img, ctx, ob) if self.verify else []
             if track.fallback_blur:
                 track.retries += 1
             track.keyframes.append(index)
@@ -375,7 +375,10 @@ class VideoAnonymizer:
         if track.fallback_blur:
             self.cover(out, ctx)
             return "blur"
-        if self.verify and self._guard(out, img, ctx, extra) > GUARD_SLACK:
+        if not self.verify:
+            return "method"
+        extra = self._attacker_refs(img, ctx, ob)
+        if self._guard(out, img, ctx, extra) > GUARD_SLACK:
             # The guard says this frame is less private than its keyframe had to be (the
             # face turned, grew or changed light since): a full keyframe check here, out
             # of turn.
@@ -399,13 +402,8 @@ class VideoAnonymizer:
 
         sface = get_recognizer("sface")
         seen = self.anonymizer._redetect(out, ctx)
-        sim = self.anonymizer._attacker_similarity(out, ctx, own, seen)
-        at_seen = sface.embed(out, seen) if extra and seen is not None else None
-        for face, own_there in extra:
-            sim = max(sim, sface.similarity(own_there, sface.embed(out, face)))
-            if at_seen is not None:
-                sim = max(sim, sface.similarity(own_there, at_seen))
-        return sim - (sface.threshold - self.anonymizer.verify_margin)
+        return self.anonymizer._attacker_similarity(out, ctx, own, seen, extra) - (
+            sface.threshold - self.anonymizer.verify_margin)
 
     def _guard(self, out: np.ndarray, original: np.ndarray, ctx: FaceContext,
                extra: list | tuple = ()) -> float:
@@ -575,9 +573,8 @@ class VideoAnonymizer:
             self.blur.apply(out, ctx)
             return
         x, y, w, h = ctx.rect
-        sigma = max(1.0, 0.35 * ctx.face.inter_ocular * self.blur.strength)
-        blend_in(out, ctx, cv2.GaussianBlur(out[y:y + h, x:x + w], (0, 0), sigma),
-                 cut_alpha(ctx))
+        blend_in(out, ctx, cv2.GaussianBlur(out[y:y + h, x:x + w], (0, 0),
+                                            self.blur.sigma(ctx)), cut_alpha(ctx))
 
     def edit(self, img: np.ndarray, obs: list[Observation], index: int
              ) -> tuple[np.ndarray, list[FaceRecord]]:
@@ -803,9 +800,8 @@ def blend_in(out: np.ndarray, ctx: FaceContext, top: np.ndarray, alpha: np.ndarr
     """``out``'s edit rectangle blended towards ``top`` (its size) by ``alpha``, in place."""
     x, y, w, h = ctx.rect
     roi = out[y:y + h, x:x + w].astype(np.float32)
-    a = alpha[..., None] if alpha.ndim == 2 else alpha
-    out[y:y + h, x:x + w] = np.clip(roi + a * (top.astype(np.float32) - roi) + 0.5,
-                                    0, 255).astype(np.uint8)
+    out[y:y + h, x:x + w] = np.clip(roi + alpha[..., None] * (top.astype(np.float32) - roi)
+                                    + 0.5, 0, 255).astype(np.uint8)
 
 
 def _inside(box: np.ndarray, shape: tuple[int, ...], margin: float = 0.05) -> bool:
